@@ -1,0 +1,30 @@
+"""deepinv-dynnets: dynamical-systems-based structured neural networks.
+
+Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
+"""
+
+from . import dynamics
+from .dynamics import (
+    EulerStep,
+    FlowNetwork,
+    NormPreservingNet,
+    PresnovNet,
+    SplittingStep,
+    VolumePreservingNet,
+    compose,
+    norm_preservation_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "dynamics",
+    "EulerStep",
+    "FlowNetwork",
+    "NormPreservingNet",
+    "PresnovNet",
+    "SplittingStep",
+    "VolumePreservingNet",
+    "compose",
+    "norm_preservation_loss",
+]

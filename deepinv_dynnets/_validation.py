@@ -1,0 +1,45 @@
+"""Input checks shared by the public entry points.
+
+Every public function validates its arguments once, at the boundary (as ``torchdiffeq``
+does in ``_check_inputs``), and raises a :class:`ValueError` that names the offending
+argument; the internals then assume clean input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def check_positive(value: float | Tensor, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite number > 0."""
+    v = float(value.detach().min()) if isinstance(value, Tensor) else float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+
+
+def check_finite(x: Tensor, name: str = "x") -> None:
+    """Raise a ``ValueError`` naming ``name`` if ``x`` is not a floating tensor of finite values."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_features(x: Tensor, features: int, dim: int, name: str = "x") -> None:
+    """Check that ``x`` is finite and has ``features`` entries along dimension ``dim``."""
+    check_finite(x, name)
+    if x.dim() == 0 or x.dim() <= (dim if dim >= 0 else -dim - 1):
+        raise ValueError(
+            f"{name} must have at least {dim + 1 if dim >= 0 else -dim} dimension(s), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[dim] != features:
+        where = "last dimension" if dim == -1 else f"dimension {dim}"
+        raise ValueError(
+            f"{name} must have {features} entries along its {where}, got shape {tuple(x.shape)}"
+        )

@@ -1,0 +1,37 @@
+"""Dynamics core: vector-field families, numerical steps, and networks built from them."""
+
+from .fields import (
+    GradientField,
+    MLPField,
+    ShearField,
+    SpherePreservingField,
+    VectorField,
+    activation_from_name,
+)
+from .network import Composition, FlowNetwork, Truncation, ZeroPadLift, compose
+from .norm_preserving import NormPreservingNet, norm_preservation_loss
+from .presnov import PresnovNet
+from .steps import EulerStep, FlowStep, SphereStep, SplittingStep
+from .volume_preserving import VolumePreservingNet
+
+__all__ = [
+    "VectorField",
+    "MLPField",
+    "ShearField",
+    "GradientField",
+    "SpherePreservingField",
+    "activation_from_name",
+    "FlowStep",
+    "EulerStep",
+    "SplittingStep",
+    "SphereStep",
+    "FlowNetwork",
+    "Composition",
+    "compose",
+    "ZeroPadLift",
+    "Truncation",
+    "VolumePreservingNet",
+    "NormPreservingNet",
+    "norm_preservation_loss",
+    "PresnovNet",
+]

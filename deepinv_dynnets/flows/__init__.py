@@ -1,0 +1,1 @@
+"""Symplectic flows and Hamiltonian systems, with a torchdiffeq-shaped interface."""
