@@ -3,7 +3,7 @@
 Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
 """
 
-from . import dynamics
+from . import dynamics, lipschitz
 from .dynamics import (
     EulerStep,
     FlowNetwork,
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dynamics",
+    "lipschitz",
     "EulerStep",
     "FlowNetwork",
     "NormPreservingNet",
