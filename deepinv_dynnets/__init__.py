@@ -3,7 +3,7 @@
 Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
 """
 
-from . import dynamics, lipschitz
+from . import dynamics, flows, lipschitz, systems
 from .dynamics import (
     EulerStep,
     FlowNetwork,
@@ -14,11 +14,15 @@ from .dynamics import (
     compose,
     norm_preservation_loss,
 )
+from .flows import SympFlow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "dynamics",
+    "flows",
+    "systems",
+    "SympFlow",
     "lipschitz",
     "EulerStep",
     "FlowNetwork",

@@ -1,1 +1,14 @@
 """Symplectic flows and Hamiltonian systems, with a torchdiffeq-shaped interface."""
+
+from .potentials import MLPPotential
+from .sympflow import SympFlow, SympFlowVectorField
+from .symplectic import apply_J, canonical_J, check_phase_space
+
+__all__ = [
+    "SympFlow",
+    "SympFlowVectorField",
+    "MLPPotential",
+    "apply_J",
+    "canonical_J",
+    "check_phase_space",
+]

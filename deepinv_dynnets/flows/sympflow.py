@@ -1,0 +1,294 @@
+r"""SympFlow: a time-dependent symplectic network that is the exact flow of its own Hamiltonian."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_positive
+from .base import NeuralFlow
+from .potentials import MLPPotential
+from .symplectic import apply_J, check_phase_space
+
+__all__ = ["SympFlow", "SympFlowVectorField"]
+
+_FORMAT = "deepinv_dynnets.SympFlow"
+_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# name -> file shipped in deepinv_dynnets/weights (see the model card in the docs)
+PRETRAINED = {
+    "harmonic-oscillator": "sympflow_harmonic_oscillator.pt",
+    "henon-heiles": "sympflow_henon_heiles.pt",
+}
+
+
+class SympFlow(NeuralFlow):
+    r"""Time-dependent symplectic network: the exact flow of a learned Hamiltonian system.
+
+    The state :math:`x = (q, p) \in \mathbb R^{2n}` sits on the last axis (any batch shape in
+    front). With MLP potentials :math:`V_i(t, q)`, :math:`K_i(t, p)`,
+
+    .. math::
+
+        \phi_q^i(t; q, p) &= \big(q + \nabla_p K_i(t, p) - \nabla_p K_i(0, p),\ p\big),\\
+        \phi_p^i(t; q, p) &= \big(q,\ p - \nabla_q V_i(t, q) + \nabla_q V_i(0, q)\big),\\
+        \mathcal N(t, x) &= \phi_p^L \circ \phi_q^L \circ \dots \circ \phi_p^1 \circ
+        \phi_q^1 (x).
+
+    Each block is the exact time-:math:`t` flow of the Hamiltonian :math:`\partial_t K_i(t, p)`
+    (resp. :math:`\partial_t V_i(t, q)`), so :math:`\mathcal N(t, \cdot)` is symplectic for
+    every :math:`t`, :math:`\mathcal N(0, \cdot) = \mathrm{id}` exactly, every block has an
+    explicit inverse, and by the composition theorem :footcite:p:`polterovich2001geometry`
+    the network is the flow of its own Hamiltonian :math:`H_{\mathcal N}`
+    (:meth:`hamiltonian`) :footcite:p:`canizares2024hamiltonian`.
+
+    Beyond the training window :math:`[0, \Delta t]` the flow composes
+    :math:`\mathcal N(\Delta t, \cdot)`:
+    :math:`\psi(t) = \mathcal N(t - m\Delta t) \circ \mathcal N(\Delta t)^m` with
+    :math:`m = \lfloor t/\Delta t \rfloor` (negative :math:`m` uses the inverse), the exact flow
+    of the :math:`\Delta t`-periodic extension of :math:`H_{\mathcal N}`, hence symplectic for
+    every :math:`t`.
+
+    Called like ``torchdiffeq.odeint``, ``flow(y0, t)`` returns the states at the times ``t``
+    (a 1-D monotone grid, any start, the flow starting at ``t[0]``) with shape
+    ``(len(t), *y0.shape)``. :attr:`vector_field` is the ``func(t, y)`` of the learned system
+    for ``torchdiffeq.odeint`` or ``odeint_adjoint``.
+
+    :param int dim: phase-space dimension :math:`2n` (even).
+    :param int n_layers: number of layers :math:`L` (each a :math:`\phi_q` and a :math:`\phi_p`).
+    :param int width: hidden width of each potential.
+    :param int depth: hidden layers of each potential.
+    :param str activation: ``tanh``, ``sigmoid``, ``softplus`` or ``sin``.
+    :param float dt: the training window :math:`\Delta t`.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets import SympFlow
+        >>> flow = SympFlow(dim=4, n_layers=2, width=8)
+        >>> y0 = torch.rand(5, 4)
+        >>> flow(y0, torch.linspace(0, 3, 7)).shape
+        torch.Size([7, 5, 4])
+        >>> bool(torch.equal(flow.network(0.0, y0), y0))
+        True
+
+    .. footbibliography::
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_layers: int = 3,
+        width: int = 16,
+        depth: int = 2,
+        activation: str = "tanh",
+        dt: float = 1.0,
+    ):
+        super().__init__()
+        if int(dim) != dim or dim < 2 or dim % 2:
+            raise ValueError(
+                f"dim must be an even phase-space dimension 2n >= 2 (q then p), got {dim}"
+            )
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        check_positive(dt, "dt")
+        self.config = dict(
+            dim=int(dim),
+            n_layers=int(n_layers),
+            width=int(width),
+            depth=int(depth),
+            activation=activation,
+            dt=float(dt),
+        )
+        self.dim, self.n, self.dt = int(dim), int(dim) // 2, float(dt)
+        self.K = nn.ModuleList(
+            MLPPotential(self.n, width, depth, activation) for _ in range(n_layers)
+        )
+        self.V = nn.ModuleList(
+            MLPPotential(self.n, width, depth, activation) for _ in range(n_layers)
+        )
+        # A constant shift of H_N changes no flow; it lets H_N match an energy exactly.
+        self.energy_offset = nn.Parameter(torch.zeros(()))
+
+    # -- the network N(t, x) on [0, dt] -------------------------------------------------
+    def _times(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Times ``(2, ..., 1)`` holding ``t`` then ``0``, broadcast to the batch of ``x``."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = t.expand(x.shape[:-1]).unsqueeze(-1)
+        return torch.stack([t, torch.zeros_like(t)]), t
+
+    def _shift(self, P: MLPPotential, u: Tensor, T2: Tensor, du=None, DT=None):
+        """:math:`\\nabla P(t, u) - \\nabla P(0, u)` in one batched pass (and its tangent)."""
+        g, dtP, dg = P.derivatives(u.expand(2, *u.shape), T2, du, DT)
+        return g[0] - g[1], dtP[0], (None if dg is None else dg[0] - dg[1])
+
+    def _forward_blocks(self, t, x: Tensor, with_time_derivative: bool = False):
+        T2, _ = self._times(t, x)
+        q, p = x[..., : self.n], x[..., self.n :]
+        dq = dp = DT = None
+        if with_time_derivative:
+            DT = torch.stack([torch.ones_like(T2[0]), torch.zeros_like(T2[0])])
+        for K, V in zip(self.K, self.V, strict=True):
+            dpx = None if dp is None else dp.expand(2, *dp.shape)
+            shift, _, dshift = self._shift(K, p, T2, dpx, DT)
+            q = q + shift
+            if with_time_derivative:
+                dq = dshift if dq is None else dq + dshift
+            shift, _, dshift = self._shift(
+                V, q, T2, dq.expand(2, *dq.shape) if dq is not None else None, DT
+            )
+            p = p - shift
+            if with_time_derivative:
+                dp = -dshift if dp is None else dp - dshift
+        y = torch.cat([q, p], dim=-1)
+        return (y, torch.cat([dq, dp], dim=-1)) if with_time_derivative else y
+
+    def network(self, t: Tensor | float, x: Tensor) -> Tensor:
+        r"""The network :math:`\mathcal N(t, x)` itself (no long-time composition).
+
+        :param t: time(s): a float, or a tensor broadcasting to ``x.shape[:-1]``.
+        :param torch.Tensor x: states, shape ``(..., 2n)``.
+        """
+        return self._forward_blocks(t, x)
+
+    def network_with_time_derivative(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`\mathcal N(t, x)` and :math:`\partial_t \mathcal N(t, x)`, in closed form.
+
+        This is what the residual loss needs; it costs about twice a forward pass.
+        """
+        return self._forward_blocks(t, x, with_time_derivative=True)
+
+    def network_inverse(self, t: Tensor | float, x: Tensor) -> Tensor:
+        r"""The exact inverse :math:`\mathcal N(t, \cdot)^{-1}(x)`, block by block."""
+        T2, _ = self._times(t, x)
+        q, p = x[..., : self.n], x[..., self.n :]
+        for K, V in zip(reversed(self.K), reversed(self.V), strict=True):
+            p = p + self._shift(V, q, T2)[0]
+            q = q - self._shift(K, p, T2)[0]
+        return torch.cat([q, p], dim=-1)
+
+    def _hamiltonian(self, t, x: Tensor) -> Tensor:
+        # Composition theorem, from the last block back: H = H_last(x) + H_prev(last^-1 x) + ...
+        T2, _ = self._times(t, x)
+        q, p = x[..., : self.n], x[..., self.n :]
+        total = self.energy_offset
+        for K, V in zip(reversed(self.K), reversed(self.V), strict=True):
+            shift, dtV, _ = self._shift(V, q, T2)
+            total = total + dtV
+            p = p + shift
+            shift, dtK, _ = self._shift(K, p, T2)
+            total = total + dtK
+            q = q - shift
+        return total
+
+    def hamiltonian(self, t: Tensor | float, x: Tensor) -> Tensor:
+        r"""The network's own Hamiltonian :math:`H_{\mathcal N}(t, x)`, shape ``x.shape[:-1]``.
+
+        Built by the composition theorem; for :math:`t` outside :math:`[0, \Delta t)` it is
+        the periodic extension that generates the long-time flow. It includes a learnable
+        constant (:attr:`energy_offset`) which changes no flow.
+
+        :param t: time(s): a float or a tensor broadcasting to ``x.shape[:-1]``.
+        :param torch.Tensor x: states, shape ``(..., 2n)``.
+        """
+        check_phase_space(x, "x", self.dim)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        return self._hamiltonian(t - self.dt * torch.floor(t / self.dt), x)
+
+    @property
+    def vector_field(self) -> SympFlowVectorField:
+        r"""The learned system's ``func(t, y)`` :math:`= J\nabla_x H_{\mathcal N}(t, y)`.
+
+        An ``nn.Module``, so it works with ``torchdiffeq.odeint`` and ``odeint_adjoint``.
+        """
+        return SympFlowVectorField(self)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self, path: str | Path, **metadata) -> None:
+        """Save the configuration, weights and any JSON-able ``metadata`` to ``path``."""
+        torch.save(
+            {
+                "format": _FORMAT,
+                "config": self.config,
+                "state_dict": self.state_dict(),
+                "metadata": metadata,
+            },
+            path,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str | Path, map_location: str | torch.device = "cpu"
+    ) -> SympFlow:
+        """Load shipped weights by name (``"harmonic-oscillator"``, ``"henon-heiles"``) or a path.
+
+        Nothing is downloaded: names resolve to files inside the package.
+
+        :Examples:
+
+            >>> from deepinv_dynnets import SympFlow
+            >>> flow = SympFlow.from_pretrained("henon-heiles")
+            >>> flow.dim
+            4
+        """
+        if str(name) in PRETRAINED:
+            path = _WEIGHTS / PRETRAINED[str(name)]
+        else:
+            path = Path(name)
+            if not path.is_file():
+                raise ValueError(
+                    f"name must be one of {sorted(PRETRAINED)} or a path to a checkpoint file, "
+                    f"got {str(name)!r}"
+                )
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # pickle, zip and EOF errors all mean the same to a user
+            raise ValueError(f"{path} is not a readable SympFlow checkpoint ({err})") from err
+        if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a SympFlow checkpoint (no {_FORMAT!r} format tag)")
+        flow = cls(**ckpt["config"])
+        try:
+            flow.load_state_dict(ckpt["state_dict"], strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{path} holds weights of a different architecture than its config says: {err}"
+            ) from err
+        flow.metadata = ckpt.get("metadata", {})
+        return flow.eval()
+
+
+class SympFlowVectorField(nn.Module):
+    r"""The vector field :math:`f(t, y) = J\nabla_y H_{\mathcal N}(t, y)` of a :class:`SympFlow`.
+
+    A ``func(t, y)`` for ``torchdiffeq.odeint`` / ``odeint_adjoint``: integrating it from
+    ``0`` to ``t`` reproduces ``flow.network(t, y0)`` up to the solver's tolerance.
+
+    :param SympFlow flow: the flow.
+
+    :Examples:
+
+        >>> import torch
+        >>> from torchdiffeq import odeint
+        >>> from deepinv_dynnets import SympFlow
+        >>> flow = SympFlow(dim=2, n_layers=1, width=4).double()
+        >>> y0 = torch.tensor([[0.5, 0.0]], dtype=torch.float64)
+        >>> t = torch.tensor([0.0, 0.5], dtype=torch.float64)
+        >>> y = odeint(flow.vector_field, y0, t, rtol=1e-10, atol=1e-10)
+        >>> bool(torch.allclose(y[-1], flow.network(0.5, y0), atol=1e-7))
+        True
+    """
+
+    def __init__(self, flow: SympFlow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            y_ = y if y.requires_grad else y.detach().requires_grad_(True)
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+            t = t - self.flow.dt * torch.floor(t / self.flow.dt)
+            H = self.flow._hamiltonian(t, y_).sum()
+            (grad,) = torch.autograd.grad(H, y_, create_graph=create_graph)
+        return apply_J(grad)

@@ -1,0 +1,355 @@
+r"""Training learned flows: unsupervised (residual + Hamiltonian matching) and supervised.
+
+Unsupervised, for a known Hamiltonian :math:`H` :footcite:p:`canizares2024hamiltonian`:
+
+.. math::
+
+    \mathcal L = \frac1N\sum_i \big\|\partial_t\mathcal N(t_i, x_i) -
+    J\nabla H(\mathcal N(t_i, x_i))\big\|^2 + \frac{\lambda}{N}\sum_i
+    \big(H_{\mathcal N}(t_i, x_i) - H(x_i)\big)^2,
+
+with collocation points :math:`x_i \sim \Omega` (the system's ``sample``) and
+:math:`t_i \sim U[0, \Delta t]` drawn afresh at every epoch. Supervised, on trajectory
+segments :math:`(x_0, y_1, \dots, y_M)` at times :math:`t_m \in (0, \Delta t]`:
+:math:`\frac1{NM}\sum \|\mathcal N(t_m, x_0) - y_m\|^2`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .._validation import check_finite, check_positive
+from .base import NeuralFlow
+from .sympflow import SympFlow
+from .symplectic import check_phase_space
+from .systems import HamiltonianSystem
+
+__all__ = [
+    "TrainingRecord",
+    "residual_loss",
+    "hamiltonian_matching_loss",
+    "supervised_loss",
+    "trajectory_data",
+    "train_unsupervised",
+    "train_supervised",
+]
+
+
+@dataclass
+class TrainingRecord:
+    """What a training run did: its settings, the per-epoch losses and the wall time."""
+
+    settings: dict
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall time of one epoch (one optimiser step)."""
+        return self.wall_time_s / max(len(self.history), 1)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the record as JSON."""
+        data = asdict(self) | {"seconds_per_epoch": self.seconds_per_epoch}
+        Path(path).write_text(json.dumps(data, indent=2))
+
+
+def residual_loss(flow: NeuralFlow, system: HamiltonianSystem, t: Tensor, x0: Tensor) -> Tensor:
+    r"""Mean squared ODE residual :math:`\|\partial_t\mathcal N(t, x_0) - J\nabla H(\mathcal N(t, x_0))\|^2`.
+
+    :param NeuralFlow flow: the learned flow.
+    :param HamiltonianSystem system: the true system (its ``forward`` is :math:`J\nabla H`).
+    :param torch.Tensor t: times, shape ``x0.shape[:-1]``.
+    :param torch.Tensor x0: initial states, shape ``(N, 2n)``.
+    """
+    y, dy = flow.network_with_time_derivative(t, x0)
+    return ((dy - system(t, y)) ** 2).sum(-1).mean()
+
+
+def hamiltonian_matching_loss(
+    flow: SympFlow, system: HamiltonianSystem, t: Tensor, x: Tensor
+) -> Tensor:
+    r"""Mean squared mismatch :math:`(H_{\mathcal N}(t, x) - H(x))^2` (times in :math:`[0, \Delta t]`)."""
+    return ((flow._hamiltonian(t, x) - system.energy(x)) ** 2).mean()
+
+
+def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    r"""Mean squared error :math:`\|\mathcal N(t_m, x_0) - y_m\|^2` over segments.
+
+    :param torch.Tensor x0: initial states, shape ``(N, 2n)``.
+    :param torch.Tensor t: times, shape ``(N, M)``, in :math:`[0, \Delta t]`.
+    :param torch.Tensor y: observed states, shape ``(N, M, 2n)``.
+    """
+    pred = flow.network(t, x0.unsqueeze(1).expand_as(y))
+    return ((pred - y) ** 2).sum(-1).mean()
+
+
+def trajectory_data(
+    system: HamiltonianSystem,
+    n_trajectories: int,
+    n_times: int,
+    dt: float = 1.0,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Trajectory segments for supervised training, from the system's reference solver.
+
+    Initial states come from ``system.sample``, times are uniform in :math:`(0, \Delta t]`
+    (sorted, one draw per segment) and the targets are the reference solution
+    (float64, rtol = atol = 1e-10) plus optional Gaussian noise of standard deviation
+    ``noise_std``.
+
+    :return: ``(x0, t, y)`` with shapes ``(N, 2n)``, ``(N, M)``, ``(N, M, 2n)``.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.flows.training import trajectory_data
+        >>> x0, t, y = trajectory_data(HarmonicOscillator(), 4, 3)
+        >>> x0.shape, t.shape, y.shape
+        (torch.Size([4, 2]), torch.Size([4, 3]), torch.Size([4, 3, 2]))
+    """
+    if n_trajectories < 1 or n_times < 1:
+        raise ValueError(
+            f"n_trajectories and n_times must be >= 1, got {n_trajectories}, {n_times}"
+        )
+    check_positive(dt, "dt")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    x0 = system.sample(n_trajectories, generator=generator, dtype=torch.float64)
+    t = torch.rand(n_trajectories, n_times, generator=generator, dtype=torch.float64)
+    t = (dt * (1 - t)).sort(dim=1).values  # in (0, dt]
+    ys = []
+    for x, ti in zip(x0, t, strict=True):
+        grid = torch.cat([ti.new_zeros(1), ti])
+        ys.append(system.reference_trajectory(x, grid)[1:])
+    y = torch.stack(ys)
+    if noise_std > 0:
+        y = y + noise_std * torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    return x0.to(dtype), t.to(dtype), y.to(dtype)
+
+
+def _fit(
+    flow: NeuralFlow,
+    step_losses: Callable[[int], dict[str, Tensor]],
+    epochs: int,
+    lr: float,
+    settings: dict,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    resume: bool,
+    progress: bool,
+) -> TrainingRecord:
+    """The shared loop: Adam, cosine decay to lr/100, gradient clipping, checkpoints."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    check_positive(lr, "lr")
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=lr / 100)
+    record = TrainingRecord(settings=settings)
+    start = 0
+    if checkpoint is not None and resume and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        flow.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        record = TrainingRecord(**state["record"])
+        start = state["epoch"]
+
+    def save(epoch: int) -> None:
+        torch.save(
+            {
+                "model": flow.state_dict(),
+                "config": flow.config,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "record": asdict(record),
+                "epoch": epoch,
+            },
+            checkpoint,
+        )
+
+    flow.train()
+    bar = tqdm(
+        range(start, epochs), disable=not progress, desc="training", initial=start, total=epochs
+    )
+    for epoch in bar:
+        tic = time.perf_counter()
+        losses = step_losses(epoch)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        record.wall_time_s += time.perf_counter() - tic
+        entry = {"epoch": epoch + 1, "loss": total.item()} | {
+            k: v.item() for k, v in losses.items()
+        }
+        record.history.append(entry)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss {total.item()}")
+        if epoch % 50 == 0:
+            bar.set_postfix(loss=f"{entry['loss']:.2e}")
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            save(epoch + 1)
+    flow.eval()
+    return record
+
+
+def train_unsupervised(
+    flow: NeuralFlow,
+    system: HamiltonianSystem,
+    epochs: int = 2000,
+    n_points: int = 700,
+    lr: float = 5e-3,
+    matching: bool = True,
+    matching_weight: float = 1.0,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainingRecord:
+    r"""Train a flow on the residual (+ Hamiltonian matching) with fresh collocation points.
+
+    Each epoch is one Adam step on ``n_points`` new points :math:`x_i \sim \Omega` and
+    times :math:`t_i \sim U[0, \Delta t]`; the learning rate decays along a cosine to
+    ``lr / 100`` and gradients are clipped to norm 1.
+
+    :param NeuralFlow flow: a :class:`~deepinv_dynnets.SympFlow` (or the PINN baseline,
+        with ``matching=False``), in the dtype to train in.
+    :param HamiltonianSystem system: the true system, giving :math:`J\nabla H`, :math:`H`
+        and the sampler of :math:`\Omega`.
+    :param int epochs: number of steps.
+    :param int n_points: collocation points per step.
+    :param float lr: initial learning rate.
+    :param bool matching: add the Hamiltonian-matching term (SympFlow only).
+    :param float matching_weight: its weight :math:`\lambda`.
+    :param int seed: seed of the collocation sampler.
+    :param checkpoint: file to save the run to every ``checkpoint_every`` epochs and at the
+        end, or ``None``.
+    :param bool resume: continue from ``checkpoint`` if it exists.
+    :param bool progress: show a tqdm progress bar.
+    :return: the :class:`TrainingRecord`.
+
+    :Examples:
+
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.flows.training import train_unsupervised
+        >>> flow = SympFlow(dim=2, n_layers=1, width=8)
+        >>> record = train_unsupervised(flow, HarmonicOscillator(), epochs=5, progress=False)
+        >>> len(record.history)
+        5
+    """
+    if matching and not isinstance(flow, SympFlow):
+        raise ValueError("matching=True needs a SympFlow (a flow with its own Hamiltonian)")
+    if flow.dim != system.dim:
+        raise ValueError(f"flow.dim = {flow.dim} does not match system.dim = {system.dim}")
+    if n_points < 1:
+        raise ValueError(f"n_points must be >= 1, got {n_points}")
+    param = next(flow.parameters())
+    dtype, device = param.dtype, param.device
+    generator = torch.Generator().manual_seed(seed)
+    settings = dict(
+        kind="unsupervised",
+        system=type(system).__name__,
+        flow=type(flow).__name__,
+        config=flow.config,
+        epochs=epochs,
+        n_points=n_points,
+        lr=lr,
+        matching=matching,
+        matching_weight=matching_weight,
+        seed=seed,
+        dtype=str(dtype),
+    )
+
+    def step_losses(epoch: int) -> dict[str, Tensor]:
+        x0 = system.sample(n_points, generator=generator, dtype=dtype).to(device)
+        t = flow.dt * torch.rand(n_points, generator=generator, dtype=dtype).to(device)
+        losses = {"residual": residual_loss(flow, system, t, x0)}
+        if matching:
+            losses["matching"] = matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
+        return losses
+
+    return _fit(
+        flow, step_losses, epochs, lr, settings, checkpoint, checkpoint_every, resume, progress
+    )
+
+
+def train_supervised(
+    flow: NeuralFlow,
+    x0: Tensor,
+    t: Tensor,
+    y: Tensor,
+    epochs: int = 1000,
+    batch_size: int = 256,
+    lr: float = 5e-3,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainingRecord:
+    r"""Train a flow on trajectory segments (see :func:`trajectory_data`).
+
+    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments.
+
+    :param NeuralFlow flow: the flow, in the data's dtype.
+    :param torch.Tensor x0: initial states ``(N, 2n)``.
+    :param torch.Tensor t: times ``(N, M)`` in :math:`[0, \Delta t]`.
+    :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
+    :return: the :class:`TrainingRecord`.
+
+    :Examples:
+
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.flows.training import trajectory_data, train_supervised
+        >>> x0, t, y = trajectory_data(HarmonicOscillator(), 8, 4)
+        >>> flow = SympFlow(dim=2, n_layers=1, width=8)
+        >>> len(train_supervised(flow, x0, t, y, epochs=3, progress=False).history)
+        3
+    """
+    check_phase_space(x0, "x0", flow.dim)
+    check_phase_space(y, "y", flow.dim)
+    check_finite(t, "t")
+    if x0.dim() != 2 or y.shape[:1] != x0.shape[:1] or t.shape != y.shape[:2]:
+        raise ValueError(
+            f"expected x0 (N, 2n), t (N, M), y (N, M, 2n); got {tuple(x0.shape)}, "
+            f"{tuple(t.shape)}, {tuple(y.shape)}"
+        )
+    if bool((t < 0).any()) or bool((t > flow.dt * (1 + 1e-6)).any()):
+        raise ValueError(f"t must lie in [0, flow.dt] = [0, {flow.dt}]")
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, x0.shape[0])
+    settings = dict(
+        kind="supervised",
+        flow=type(flow).__name__,
+        config=flow.config,
+        epochs=epochs,
+        n_trajectories=x0.shape[0],
+        n_times=t.shape[1],
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
+
+    def step_losses(epoch: int) -> dict[str, Tensor]:
+        idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
+        return {"mse": supervised_loss(flow, x0[idx], t[idx], y[idx])}
+
+    return _fit(
+        flow, step_losses, epochs, lr, settings, checkpoint, checkpoint_every, resume, progress
+    )
