@@ -11,13 +11,13 @@ from deepinv_dynnets.flows.potentials import MLPPotential
 def test_closed_form_derivatives_match_autograd(activation, depth):
     P = MLPPotential(3, width=7, depth=depth, activation=activation).double()
     u = torch.randn(11, 3, dtype=torch.float64, requires_grad=True)
-    t = torch.rand(11, 1, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(11, dtype=torch.float64, requires_grad=True)
     du = torch.randn(11, 3, dtype=torch.float64)
-    dt = torch.randn(11, 1, dtype=torch.float64)
+    dt = torch.randn(11, dtype=torch.float64)
     grad_u, dt_P, d_grad = P.derivatives(u, t, du, dt)
     gu, gt = torch.autograd.grad(P(u, t).sum(), (u, t), create_graph=True)
     torch.testing.assert_close(grad_u, gu, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(dt_P, gt.squeeze(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dt_P, gt, rtol=1e-12, atol=1e-12)
     # directional derivative of grad_u along (du, dt) = Hessian-vector product
     hu, ht = torch.autograd.grad((gu * du).sum(), (u, t), retain_graph=True)
     hu2, _ = torch.autograd.grad((gt * dt).sum(), (u, t), allow_unused=True)
@@ -26,12 +26,12 @@ def test_closed_form_derivatives_match_autograd(activation, depth):
 
 def test_derivatives_without_tangent_and_partial_tangents():
     P = MLPPotential(2, width=5).double()
-    u, t = torch.randn(4, 2, dtype=torch.float64), torch.rand(4, 1, dtype=torch.float64)
+    u, t = torch.randn(4, 2, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
     g, _, none = P.derivatives(u, t)
     assert none is None
-    _, _, only_t = P.derivatives(u, t, dt=torch.ones(4, 1, dtype=torch.float64))
+    _, _, only_t = P.derivatives(u, t, dt=torch.ones(4, dtype=torch.float64))
     _, _, both = P.derivatives(
-        u, t, du=torch.zeros(4, 2, dtype=torch.float64), dt=torch.ones(4, 1, dtype=torch.float64)
+        u, t, du=torch.zeros(4, 2, dtype=torch.float64), dt=torch.ones(4, dtype=torch.float64)
     )
     torch.testing.assert_close(only_t, both)
 

@@ -1,5 +1,7 @@
 """Symplectic flows and Hamiltonian systems, with a torchdiffeq-shaped interface."""
 
+from .base import NeuralFlow
+from .pinn import PINNFlow
 from .potentials import MLPPotential
 from .sympflow import SympFlow, SympFlowVectorField
 from .symplectic import apply_J, canonical_J, check_phase_space
@@ -7,6 +9,8 @@ from .symplectic import apply_J, canonical_J, check_phase_space
 __all__ = [
     "SympFlow",
     "SympFlowVectorField",
+    "PINNFlow",
+    "NeuralFlow",
     "MLPPotential",
     "apply_J",
     "canonical_J",

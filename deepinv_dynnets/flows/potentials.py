@@ -19,7 +19,9 @@ __all__ = ["MLPPotential"]
 
 
 def _tanh(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.tanh(a)
+    # tanh(a) = 2 sigmoid(2a) - 1: the same function, but several times faster on CPU,
+    # where torch.sigmoid is vectorised better than torch.tanh.
+    s = 2 * torch.sigmoid(2 * a) - 1
     d1 = 1 - s * s
     return s, d1, -2 * s * d1
 
@@ -62,7 +64,7 @@ class MLPPotential(nn.Module):
         >>> import torch
         >>> from deepinv_dynnets.flows.potentials import MLPPotential
         >>> P = MLPPotential(2, width=8).double()
-        >>> u, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, 1, dtype=torch.float64)
+        >>> u, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
         >>> grad_u, dt, _ = P.derivatives(u, t)
         >>> grad_u.shape, dt.shape
         (torch.Size([5, 2]), torch.Size([5]))
@@ -89,34 +91,68 @@ class MLPPotential(nn.Module):
         bound = 1 / math.sqrt(width)
         self.out = nn.Parameter(torch.empty(width).uniform_(-bound, bound))
 
-    def forward(self, u: Tensor, t: Tensor) -> Tensor:
-        """The value :math:`P(t, u)`; ``t`` has shape ``u.shape[:-1] + (1,)`` (or broadcasts)."""
+    def forward(self, u: Tensor, t: Tensor | float) -> Tensor:
+        """The value :math:`P(t, u)`, ``t`` a float or a tensor broadcasting to ``u.shape[:-1]``."""
         W1 = self.weights[0]
+        t = torch.as_tensor(t, dtype=u.dtype, device=u.device).unsqueeze(-1)
         a = u @ W1[:, : self.n].T + t * W1[:, self.n] + self.biases[0]
         for W, b in zip(self.weights[1:], self.biases[1:], strict=True):
             a = self._act(a)[0] @ W.T + b
         return self._act(a)[0] @ self.out
 
     def derivatives(
-        self, u: Tensor, t: Tensor, du: Tensor | None = None, dt: Tensor | float | None = None
+        self,
+        u: Tensor,
+        t: Tensor | float,
+        du: Tensor | None = None,
+        dt: Tensor | float | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         r"""Return :math:`\nabla_u P`, :math:`\partial_t P`, and optionally a directional derivative.
 
         :param torch.Tensor u: points, shape ``(..., n)``.
-        :param torch.Tensor t: times, shape ``(..., 1)`` (or broadcasting to it).
+        :param t: times, a float or a tensor broadcasting to ``u.shape[:-1]``.
         :param torch.Tensor du: tangent of ``u`` (same shape), or ``None``.
-        :param dt: tangent of ``t`` (tensor broadcasting to ``(..., 1)`` or float), or ``None``.
+        :param dt: tangent of ``t`` (like ``t``), or ``None``.
         :return: ``(grad_u, dt_P, d_grad_u)`` with shapes ``(..., n)``, ``(...)`` and
             ``(..., n)``; ``d_grad_u`` is the derivative of :math:`\nabla_u P` along
             :math:`(\dot u, \dot t)`, ``None`` when no tangent is given.
         """
+        shape = u.shape[:-1]
+
+        def rows(v):  # (..., n) -> (n, B), the layout the internals use
+            return v.reshape(-1, self.n).T
+
+        def times(v):
+            return torch.as_tensor(v, dtype=u.dtype, device=u.device).expand(shape).reshape(1, -1)
+
+        tangent = du is not None or dt is not None
+        g, dtP, dg = self.derivatives_t(
+            rows(u),
+            times(t),
+            None if du is None else rows(du),
+            times(0.0 if dt is None else dt) if tangent else None,
+        )
+
+        def back(v):
+            return v.T.reshape(*shape, self.n)
+
+        return back(g), dtP.reshape(shape), (back(dg) if tangent else None)
+
+    def derivatives_t(
+        self, U: Tensor, T: Tensor, dU: Tensor | None = None, dT: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`derivatives` in the feature-major layout: ``U`` is ``(n, B)``, ``T`` is
+        ``(1, B)``, results are ``(n, B)``, ``(B,)``, ``(n, B)``. On CPU, products of a small
+        matrix with a wide ``(width, B)`` block run an order of magnitude faster than
+        with a tall ``(B, width)`` one, so the flows keep their states in this layout.
+        """
         n = self.n
         W1 = self.weights[0]
-        W1u, w1t = W1[:, :n], W1[:, n]
-        tangent = du is not None or dt is not None
-        a = u @ W1u.T + t * w1t + self.biases[0]
+        W1u, w1t = W1[:, :n], W1[:, n : n + 1]
+        tangent = dU is not None or dT is not None
+        a = torch.addmm(self.biases[0].unsqueeze(1), W1u, U) + w1t * T
         if tangent:
-            da = (0 if du is None else du @ W1u.T) + (0 if dt is None else dt * w1t)
+            da = (0 if dU is None else W1u @ dU) + (0 if dT is None else w1t * dT)
         d1s, d2s, das = [], [], []
         for k in range(self.depth):
             s, d1, d2 = self._act(a)
@@ -126,19 +162,19 @@ class MLPPotential(nn.Module):
                 das.append(da)
             if k + 1 < self.depth:
                 W, b = self.weights[k + 1], self.biases[k + 1]
-                a = s @ W.T + b
+                a = torch.addmm(b.unsqueeze(1), W, s)
                 if tangent:
-                    da = (d1 * da) @ W.T
+                    da = W @ (d1 * da)
         # Backward pass: delta_k = dP/da_k, and its tangent.
-        g = self.out
-        delta = d1s[-1] * g
-        ddelta = d2s[-1] * das[-1] * g if tangent else None
+        w = self.out.unsqueeze(1)
+        delta = d1s[-1] * w
+        ddelta = d2s[-1] * das[-1] * w if tangent else None
         for k in range(self.depth - 2, -1, -1):
-            W = self.weights[k + 1]
-            back = delta @ W
+            Wt = self.weights[k + 1].T
+            back = Wt @ delta
             if tangent:
-                ddelta = d2s[k] * das[k] * back + d1s[k] * (ddelta @ W)
+                ddelta = d2s[k] * das[k] * back + d1s[k] * (Wt @ ddelta)
             delta = d1s[k] * back
-        grad_u = delta @ W1u
-        dt_P = delta @ w1t
-        return grad_u, dt_P, (ddelta @ W1u if tangent else None)
+        grad = W1u.T @ delta
+        dtP = (w1t.T @ delta).squeeze(0)
+        return grad, dtP, (W1u.T @ ddelta if tangent else None)

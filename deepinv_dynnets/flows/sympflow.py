@@ -112,37 +112,44 @@ class SympFlow(NeuralFlow):
         self.energy_offset = nn.Parameter(torch.zeros(()))
 
     # -- the network N(t, x) on [0, dt] -------------------------------------------------
-    def _times(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Times ``(2, ..., 1)`` holding ``t`` then ``0``, broadcast to the batch of ``x``."""
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        t = t.expand(x.shape[:-1]).unsqueeze(-1)
-        return torch.stack([t, torch.zeros_like(t)]), t
+    # Internally states are feature-major, q and p of shape (n, B), and every potential is
+    # evaluated at (t, u) and (0, u) in one call on the doubled batch (see MLPPotential).
+    def _split(self, t: Tensor | float, x: Tensor):
+        X = x.reshape(-1, self.dim).T.contiguous()
+        T = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]).reshape(1, -1)
+        return X[: self.n], X[self.n :], torch.cat([T, torch.zeros_like(T)], dim=1)
 
-    def _shift(self, P: MLPPotential, u: Tensor, T2: Tensor, du=None, DT=None):
-        """:math:`\\nabla P(t, u) - \\nabla P(0, u)` in one batched pass (and its tangent)."""
-        g, dtP, dg = P.derivatives(u.expand(2, *u.shape), T2, du, DT)
-        return g[0] - g[1], dtP[0], (None if dg is None else dg[0] - dg[1])
+    def _join(self, q: Tensor, p: Tensor, x: Tensor) -> Tensor:
+        return torch.cat([q, p]).T.reshape(x.shape)
+
+    @staticmethod
+    def _shift(P: MLPPotential, U: Tensor, TT: Tensor, dU=None, dTT=None):
+        r""":math:`\nabla P(t, u) - \nabla P(0, u)`, :math:`\partial_t P(t, u)` and the tangent."""
+        B = U.shape[1]
+        g, dtP, dg = P.derivatives_t(
+            torch.cat([U, U], dim=1), TT, None if dU is None else torch.cat([dU, dU], dim=1), dTT
+        )
+        # The two halves may round differently; the mask makes N(0, .) = id exactly.
+        shift = (g[:, :B] - g[:, B:]) * (TT[:, :B] != 0)
+        return shift, dtP[:B], (None if dg is None else dg[:, :B] - dg[:, B:])
 
     def _forward_blocks(self, t, x: Tensor, with_time_derivative: bool = False):
-        T2, _ = self._times(t, x)
-        q, p = x[..., : self.n], x[..., self.n :]
-        dq = dp = DT = None
+        q, p, TT = self._split(t, x)
+        dq = dp = dTT = None
         if with_time_derivative:
-            DT = torch.stack([torch.ones_like(T2[0]), torch.zeros_like(T2[0])])
+            B = q.shape[1]
+            dTT = torch.cat([torch.ones_like(TT[:, :B]), torch.zeros_like(TT[:, :B])], dim=1)
         for K, V in zip(self.K, self.V, strict=True):
-            dpx = None if dp is None else dp.expand(2, *dp.shape)
-            shift, _, dshift = self._shift(K, p, T2, dpx, DT)
+            shift, _, dshift = self._shift(K, p, TT, dp, dTT)
             q = q + shift
             if with_time_derivative:
                 dq = dshift if dq is None else dq + dshift
-            shift, _, dshift = self._shift(
-                V, q, T2, dq.expand(2, *dq.shape) if dq is not None else None, DT
-            )
+            shift, _, dshift = self._shift(V, q, TT, dq, dTT)
             p = p - shift
             if with_time_derivative:
                 dp = -dshift if dp is None else dp - dshift
-        y = torch.cat([q, p], dim=-1)
-        return (y, torch.cat([dq, dp], dim=-1)) if with_time_derivative else y
+        y = self._join(q, p, x)
+        return (y, self._join(dq, dp, x)) if with_time_derivative else y
 
     def network(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The network :math:`\mathcal N(t, x)` itself (no long-time composition).
@@ -161,26 +168,24 @@ class SympFlow(NeuralFlow):
 
     def network_inverse(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The exact inverse :math:`\mathcal N(t, \cdot)^{-1}(x)`, block by block."""
-        T2, _ = self._times(t, x)
-        q, p = x[..., : self.n], x[..., self.n :]
+        q, p, TT = self._split(t, x)
         for K, V in zip(reversed(self.K), reversed(self.V), strict=True):
-            p = p + self._shift(V, q, T2)[0]
-            q = q - self._shift(K, p, T2)[0]
-        return torch.cat([q, p], dim=-1)
+            p = p + self._shift(V, q, TT)[0]
+            q = q - self._shift(K, p, TT)[0]
+        return self._join(q, p, x)
 
     def _hamiltonian(self, t, x: Tensor) -> Tensor:
         # Composition theorem, from the last block back: H = H_last(x) + H_prev(last^-1 x) + ...
-        T2, _ = self._times(t, x)
-        q, p = x[..., : self.n], x[..., self.n :]
+        q, p, TT = self._split(t, x)
         total = self.energy_offset
         for K, V in zip(reversed(self.K), reversed(self.V), strict=True):
-            shift, dtV, _ = self._shift(V, q, T2)
+            shift, dtV, _ = self._shift(V, q, TT)
             total = total + dtV
             p = p + shift
-            shift, dtK, _ = self._shift(K, p, T2)
+            shift, dtK, _ = self._shift(K, p, TT)
             total = total + dtK
             q = q - shift
-        return total
+        return total.expand(q.shape[1]).reshape(x.shape[:-1])
 
     def hamiltonian(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The network's own Hamiltonian :math:`H_{\mathcal N}(t, x)`, shape ``x.shape[:-1]``.

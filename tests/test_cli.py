@@ -1,0 +1,174 @@
+"""The dynnets command: every subcommand on tiny inputs, and clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deepinv_dynnets.cli import build_parser, main
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "rollout", "train-sympflow"):
+        assert name in out
+
+
+@pytest.mark.parametrize("name", ["demo", "rollout", "train-sympflow"])
+def test_each_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([name, "--help"])
+    assert "usage: dynnets " + name in capsys.readouterr().out
+
+
+def test_train_sympflow_writes_flow_and_record(tmp_path):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train-sympflow",
+            "--system",
+            "harmonic-oscillator",
+            "--epochs",
+            "3",
+            "--n-points",
+            "16",
+            "--width",
+            "4",
+            "--n-eval",
+            "4",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["system"] == "harmonic-oscillator" and len(record["evaluation"]["times"]) == 3
+    from deepinv_dynnets import SympFlow
+
+    assert SympFlow.from_pretrained(out / "flow.pt").dim == 2
+    # resuming a finished run is a no-op that still writes the outputs
+    assert (
+        main(
+            [
+                "train-sympflow",
+                "--system",
+                "harmonic-oscillator",
+                "--epochs",
+                "3",
+                "--n-points",
+                "16",
+                "--width",
+                "4",
+                "--n-eval",
+                "4",
+                "--quiet",
+                "--resume",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+
+
+def test_train_supervised_and_pinn(tmp_path):
+    assert (
+        main(
+            [
+                "train-sympflow",
+                "--system",
+                "pendulum",
+                "--supervised",
+                "--epochs",
+                "2",
+                "--n-trajectories",
+                "4",
+                "--n-times",
+                "2",
+                "--noise",
+                "0.01",
+                "--width",
+                "4",
+                "--n-eval",
+                "2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train-sympflow",
+                "--system",
+                "harmonic-oscillator",
+                "--model",
+                "pinn",
+                "--epochs",
+                "2",
+                "--n-points",
+                "8",
+                "--width",
+                "4",
+                "--n-eval",
+                "2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_rollout_writes_a_figure(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "rollout",
+                "--flow",
+                "harmonic-oscillator",
+                "--T",
+                "3",
+                "--n",
+                "3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "harmonic-oscillator_rollout.png").is_file()
+    assert "mean |H(y(T)) - H(y0)|" in capsys.readouterr().out
+
+
+def test_demo_runs_on_tiny_settings(tmp_path, capsys):
+    assert main(["demo", "--n", "4", "--n-timing", "20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "faster" in out and "det J - 1" in out
+    assert (tmp_path / "henon_heiles_rollout.png").is_file()
+
+
+def test_errors_exit_non_zero_with_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepinv_dynnets.cli",
+            "rollout",
+            "--flow",
+            str(tmp_path / "nope.pt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dynnets: error:")
