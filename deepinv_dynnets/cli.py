@@ -155,7 +155,13 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
     else:
         matching = args.model == "sympflow" and not args.no_matching
         record = train_unsupervised(
-            flow, system, n_points=args.n_points, matching=matching, **common
+            flow,
+            system,
+            n_points=args.n_points,
+            matching=matching,
+            lbfgs_steps=args.lbfgs_steps,
+            lbfgs_points=args.lbfgs_points,
+            **common,
         )
     wall = time.perf_counter() - tic
     y0 = system.sample(
@@ -183,6 +189,7 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
             | {
                 "settings": record.settings,
                 "seconds_per_epoch": record.seconds_per_epoch,
+                "lbfgs_history": record.lbfgs_history,
                 "history": record.history[:: max(1, len(record.history) // 500)],
             },
             indent=2,
@@ -259,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--activation", default="tanh")
     tr.add_argument("--dt", type=float, default=1.0, help="training window Delta t")
     tr.add_argument("--lr", type=float, default=5e-3)
+    tr.add_argument(
+        "--lbfgs-steps",
+        type=int,
+        default=0,
+        help="unsupervised: L-BFGS refinement iterations after Adam (float64)",
+    )
+    tr.add_argument(
+        "--lbfgs-points",
+        type=int,
+        default=4000,
+        help="unsupervised: fixed collocation points of the L-BFGS phase",
+    )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     tr.add_argument("--n-eval", type=int, default=200, help="initial conditions evaluated")

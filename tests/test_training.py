@@ -135,3 +135,26 @@ def test_trajectory_data_matches_the_exact_oscillator_solution():
         [q0 * torch.cos(t) + p0 * torch.sin(t), p0 * torch.cos(t) - q0 * torch.sin(t)], -1
     )
     torch.testing.assert_close(y, exact, atol=1e-8, rtol=0)
+
+
+def test_lbfgs_refinement_lowers_the_loss_and_keeps_the_dtype():
+    torch.manual_seed(0)
+    system = HarmonicOscillator()
+    flow = SympFlow(2, n_layers=1, width=8)
+    train_unsupervised(flow, system, epochs=100, n_points=128, lr=1e-2, progress=False)
+    from deepinv_dynnets.flows.training import refine_lbfgs
+
+    losses = refine_lbfgs(flow, system, steps=60, n_points=256, progress=False)
+    assert losses[-1] < losses[0] and next(flow.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="matching=True needs a SympFlow"):
+        refine_lbfgs(PINNFlow(2), system, steps=20, progress=False)
+
+
+def test_pinn_time_derivative_matches_autograd():
+    pinn = PINNFlow(4, width=8, depth=2).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    _, dy = pinn.network_with_time_derivative(t, x)
+    for k in range(4):
+        (g,) = torch.autograd.grad(pinn.network(t, x)[:, k].sum(), t)
+        torch.testing.assert_close(dy[:, k], g, atol=1e-12, rtol=0)

@@ -57,28 +57,30 @@ class PINNFlow(NeuralFlow):
         self.config = dict(
             dim=self.dim, width=width, depth=depth, activation=activation, dt=self.dt
         )
-        act = _ACTIVATIONS[activation]
-        layers: list[nn.Module] = []
-        fan_in = dim + 1
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), _Activation(act)]
-            fan_in = width
-        layers.append(nn.Linear(fan_in, dim))
-        self.mlp = nn.Sequential(*layers)
+        self._act = _ACTIVATIONS[activation]
+        sizes = [dim + 1] + [width] * depth + [dim]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+
+    def _mlp(self, t: Tensor, x: Tensor, tangent: bool) -> tuple[Tensor, Tensor | None]:
+        """The MLP at ``(x, t)`` and, in forward mode, its derivative in ``t``."""
+        h = torch.cat([x, t], dim=-1)
+        dh = self.layers[0].weight[:, -1] if tangent else None  # d(W z)/dt
+        for k, layer in enumerate(self.layers[:-1]):
+            a = layer(h)
+            if tangent and k > 0:
+                dh = dh @ layer.weight.T
+            s, d1, _ = self._act(a)
+            h, dh = s, (d1 * dh if tangent else None)
+        last = self.layers[-1]
+        return last(h), (dh @ last.weight.T if tangent else None)
 
     def network(self, t: Tensor | float, x: Tensor) -> Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]).unsqueeze(-1)
-        return x + t * self.mlp(torch.cat([x, t], dim=-1))
+        return x + t * self._mlp(t, x, tangent=False)[0]
 
     def network_with_time_derivative(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1])
-        return torch.func.jvp(lambda s: self.network(s, x), (t,), (torch.ones_like(t),))
-
-
-class _Activation(nn.Module):
-    def __init__(self, act):
-        super().__init__()
-        self.act = act
-
-    def forward(self, a: Tensor) -> Tensor:
-        return self.act(a)[0]
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]).unsqueeze(-1)
+        out, dout = self._mlp(t, x, tangent=True)
+        return x + t * out, out + t * dout

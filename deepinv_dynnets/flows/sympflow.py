@@ -267,7 +267,10 @@ class SympFlowVectorField(nn.Module):
     r"""The vector field :math:`f(t, y) = J\nabla_y H_{\mathcal N}(t, y)` of a :class:`SympFlow`.
 
     A ``func(t, y)`` for ``torchdiffeq.odeint`` / ``odeint_adjoint``: integrating it from
-    ``0`` to ``t`` reproduces ``flow.network(t, y0)`` up to the solver's tolerance.
+    ``0`` to ``t`` reproduces ``flow.network(t, y0)`` up to the solver's tolerance. Beyond
+    :math:`\Delta t` it is the periodic extension that generates the long-time flow; it
+    jumps at the multiples of :math:`\Delta t`, so tell an adaptive solver where, e.g.
+    ``odeint(flow.vector_field, y0, t, options={"jump_t": flow.dt * torch.arange(1, m)})``.
 
     :param SympFlow flow: the flow.
 

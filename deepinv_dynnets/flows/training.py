@@ -17,6 +17,7 @@ segments :math:`(x_0, y_1, \dots, y_M)` at times :math:`t_m \in (0, \Delta t]`:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "trajectory_data",
     "train_unsupervised",
     "train_supervised",
+    "refine_lbfgs",
 ]
 
 
@@ -50,6 +52,7 @@ class TrainingRecord:
     settings: dict
     history: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
+    lbfgs_history: list[float] = field(default_factory=list)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -219,12 +222,16 @@ def train_unsupervised(
     checkpoint_every: int = 500,
     resume: bool = False,
     progress: bool = True,
+    lbfgs_steps: int = 0,
+    lbfgs_points: int = 4000,
 ) -> TrainingRecord:
     r"""Train a flow on the residual (+ Hamiltonian matching) with fresh collocation points.
 
     Each epoch is one Adam step on ``n_points`` new points :math:`x_i \sim \Omega` and
     times :math:`t_i \sim U[0, \Delta t]`; the learning rate decays along a cosine to
-    ``lr / 100`` and gradients are clipped to norm 1.
+    ``lr / 100`` and gradients are clipped to norm 1. Optionally, a refinement phase
+    follows (:func:`refine_lbfgs`): L-BFGS in float64 on one fixed set of ``lbfgs_points``
+    points, which takes the loss far lower than Adam's noisy steps do.
 
     :param NeuralFlow flow: a :class:`~deepinv_dynnets.SympFlow` (or the PINN baseline,
         with ``matching=False``), in the dtype to train in.
@@ -240,6 +247,8 @@ def train_unsupervised(
         end, or ``None``.
     :param bool resume: continue from ``checkpoint`` if it exists.
     :param bool progress: show a tqdm progress bar.
+    :param int lbfgs_steps: L-BFGS iterations after the Adam phase (0: none).
+    :param int lbfgs_points: size of the fixed collocation set of that phase.
     :return: the :class:`TrainingRecord`.
 
     :Examples:
@@ -273,6 +282,8 @@ def train_unsupervised(
         matching_weight=matching_weight,
         seed=seed,
         dtype=str(dtype),
+        lbfgs_steps=lbfgs_steps,
+        lbfgs_points=lbfgs_points,
     )
 
     def step_losses(epoch: int) -> dict[str, Tensor]:
@@ -283,9 +294,85 @@ def train_unsupervised(
             losses["matching"] = matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
         return losses
 
-    return _fit(
+    record = _fit(
         flow, step_losses, epochs, lr, settings, checkpoint, checkpoint_every, resume, progress
     )
+    if lbfgs_steps > 0:
+        tic = time.perf_counter()
+        record.lbfgs_history = refine_lbfgs(
+            flow, system, lbfgs_steps, lbfgs_points, matching, matching_weight, seed + 1, progress
+        )
+        record.wall_time_s += time.perf_counter() - tic
+    return record
+
+
+def refine_lbfgs(
+    flow: NeuralFlow,
+    system: HamiltonianSystem,
+    steps: int = 500,
+    n_points: int = 4000,
+    matching: bool = True,
+    matching_weight: float = 1.0,
+    seed: int = 1,
+    progress: bool = True,
+) -> list[float]:
+    r"""Refine a trained flow with L-BFGS on a fixed collocation set, in float64.
+
+    After Adam on fresh points has found the basin, the loss is a smooth deterministic
+    function of the weights on a fixed, large set of points; a quasi-Newton method with a
+    strong-Wolfe line search then lowers it by an order of magnitude where Adam's noisy
+    steps stall. The flow is returned to its original dtype.
+
+    :param NeuralFlow flow: the flow (modified in place).
+    :param HamiltonianSystem system: the true system.
+    :param int steps: L-BFGS iterations (in chunks of 20).
+    :param int n_points: size of the fixed collocation set.
+    :param bool matching: include Hamiltonian matching (SympFlow only).
+    :param float matching_weight: its weight.
+    :param int seed: seed of the collocation set.
+    :param bool progress: show a tqdm progress bar.
+    :return: the loss after every chunk of 20 iterations.
+
+    :Examples:
+
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.flows.training import refine_lbfgs
+        >>> flow = SympFlow(dim=2, n_layers=1, width=4)
+        >>> losses = refine_lbfgs(flow, HarmonicOscillator(), steps=20, n_points=64, progress=False)
+        >>> len(losses)
+        1
+    """
+    if steps < 1 or n_points < 1:
+        raise ValueError(f"steps and n_points must be >= 1, got {steps}, {n_points}")
+    if matching and not isinstance(flow, SympFlow):
+        raise ValueError("matching=True needs a SympFlow (a flow with its own Hamiltonian)")
+    param = next(flow.parameters())
+    dtype, device = param.dtype, param.device
+    flow.double().train()
+    generator = torch.Generator().manual_seed(seed)
+    x0 = system.sample(n_points, generator=generator, dtype=torch.float64).to(device)
+    t = flow.dt * torch.rand(n_points, generator=generator, dtype=torch.float64).to(device)
+    chunk = 20
+    optimizer = torch.optim.LBFGS(
+        flow.parameters(), lr=1.0, max_iter=chunk, history_size=50, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = residual_loss(flow, system, t, x0)
+        if matching:
+            loss = loss + matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
+        loss.backward()
+        return loss
+
+    losses: list[float] = []
+    for _ in tqdm(range(max(1, steps // chunk)), disable=not progress, desc="L-BFGS"):
+        losses.append(float(optimizer.step(closure)))
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"L-BFGS diverged: loss {losses[-1]}")
+    flow.to(dtype).eval()
+    return losses
 
 
 def train_supervised(

@@ -1,0 +1,216 @@
+r"""Certificates: proven Lipschitz and averagedness constants of a trained network.
+
+A network that exposes its averaged Euler layers (the ``averaged_blocks()`` protocol, see
+:func:`certify`) is certified layer by layer: each layer
+:math:`x \mapsto x - h A^\top s(Ax + b)` with :math:`s` monotone of slope in :math:`[0, 1]`
+has a symmetric Jacobian :math:`I - hA^\top D A` with spectrum in
+:math:`[1 - h\|A\|^2, 1]`. With :math:`\beta \ge \|A\|^2` a certified bound
+(:func:`~deepinv_dynnets.lipschitz.conv2d_norm_bound`),
+
+.. math::
+
+    \operatorname{Lip} \le \max(1, h\beta - 1), \qquad
+    \alpha = h\beta/2 \ \text{ when } h\beta \le 2,
+
+and the constants of the network follow by composition
+(:func:`~deepinv_dynnets.lipschitz.compose_averaged`; Lipschitz constants multiply).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .averagedness import compose_averaged
+from .operator_norms import ROUNDOFF_MARGIN, conv2d_norm_bound, linear_norm_bound
+
+__all__ = ["Certificate", "certify"]
+
+
+@dataclass
+class Certificate:
+    r"""Certified constants of a network (upper bounds, proven up to :attr:`roundoff`).
+
+    :param float lipschitz: certified upper bound of the Lipschitz constant (``math.inf``
+        when nothing is certified).
+    :param float | None alpha: certified averagedness constant: the network is
+        :math:`(1-\alpha)I + \alpha R` with :math:`R` 1-Lipschitz; ``None`` when not
+        certified (unknown module, or a layer with :math:`h\beta > 2`).
+    :param list[dict] blocks: per layer: ``sqnorm`` (certified :math:`\beta \ge \|A\|^2`),
+        ``h``, ``alpha`` (:math:`h\beta/2`), ``alpha_target``, ``margin``
+        (:math:`2\alpha_{\text{target}} - h\beta`, :math:`\ge 0` when the target holds) and
+        ``lipschitz`` (:math:`\max(1, h\beta - 1)`).
+    :param str method: how the operator norms were bounded.
+    :param float | None margin: smallest per-layer margin (``None`` without layers).
+    :param float | None alpha_target: the target constant the network was built for.
+    :param str | None reason: why nothing (or only a Lipschitz bound) is certified.
+    :param float roundoff: relative round-off margin multiplied into every norm bound.
+
+    :Examples:
+
+        >>> import math
+        >>> from deepinv_dynnets.lipschitz.certificates import Certificate
+        >>> Certificate(lipschitz=math.inf, alpha=None, reason="not certified").certified
+        False
+    """
+
+    lipschitz: float
+    alpha: float | None
+    blocks: list[dict] = field(default_factory=list)
+    method: str = "none"
+    margin: float | None = None
+    alpha_target: float | None = None
+    reason: str | None = None
+    roundoff: float = ROUNDOFF_MARGIN
+
+    @property
+    def certified(self) -> bool:
+        """Whether a finite Lipschitz bound is certified."""
+        return math.isfinite(self.lipschitz)
+
+    def __str__(self) -> str:
+        lines = [f"Certificate (norm bounds: {self.method}, round-off margin {self.roundoff:g})"]
+        if self.reason:
+            lines.append(f"  {self.reason}")
+        alpha = "not certified" if self.alpha is None else f"<= {self.alpha:.6g}"
+        target = "" if self.alpha_target is None else f" (target {self.alpha_target:.6g})"
+        lines.append(f"  Lipschitz <= {self.lipschitz:.6g}    alpha {alpha}{target}")
+        if self.margin is not None:
+            lines.append(f"  smallest margin 2*alpha_i - h_i*||A_i||^2 = {self.margin:.3g}")
+        if self.blocks:
+            head = ("block", "||A||^2 <=", "h", "alpha_i", "target_i", "margin", "Lip")
+            lines.append("  " + "".join(f"{c:>12}" for c in head))
+            for i, b in enumerate(self.blocks):
+                row = (
+                    b["sqnorm"],
+                    b["h"],
+                    b["alpha"],
+                    b["alpha_target"],
+                    b["margin"],
+                    b["lipschitz"],
+                )
+                lines.append("  " + f"{i:>12}" + "".join(f"{v:>12.5g}" for v in row))
+        return "\n".join(lines)
+
+
+def _sqnorm_bound(weight, method: str, **kwargs) -> float:
+    if weight.dim() == 4:
+        return conv2d_norm_bound(weight, method, **kwargs) ** 2
+    if weight.dim() == 2:
+        return linear_norm_bound(weight) ** 2
+    raise ValueError(
+        f"averaged_blocks() returned a weight of unsupported shape {tuple(weight.shape)}"
+    )
+
+
+def _certify_layer(module: nn.Module, method: str, **kwargs) -> Certificate | None:
+    if isinstance(module, nn.Linear):
+        lip = linear_norm_bound(module.weight)
+    elif (
+        isinstance(module, nn.Conv2d)
+        and module.stride == (1, 1)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+        and module.padding_mode in ("zeros", "circular")
+    ):
+        # Any zero padding (or circular) is a compression of the convolution on Z^2.
+        lip = conv2d_norm_bound(module.weight, method, **kwargs)
+    else:
+        return None
+    return Certificate(
+        lipschitz=lip,
+        alpha=None,
+        method=method if isinstance(module, nn.Conv2d) else "svd",
+        reason="a single linear layer: Lipschitz bound only (the bias does not change it)",
+    )
+
+
+def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate:
+    r"""Certified Lipschitz and averagedness constants of ``module``.
+
+    Supported:
+
+    - networks of averaged Euler layers, such as
+      :class:`~deepinv_dynnets.models.EulerDenoiser`: ``module.averaged_blocks()`` returns
+      one dict per layer :math:`x \mapsto x - hA^\top s(Ax + b)`, applied in order, with
+      ``weight`` (:math:`A`: a stride-1 zero- or circular-padded conv kernel, or a dense
+      matrix), ``h`` and ``alpha`` (the layer's target), and the module may set ``alpha``
+      (its target); the map between the layers and the network's input and output must be
+      a lifting :math:`L` with :math:`L^\top L = I` and its adjoint, which keep the
+      constants. Then, with :math:`\beta_i` the certified bound of :math:`\|A_i\|^2`,
+
+      .. math::
+
+          \operatorname{Lip} \le \prod_i \max(1, h_i\beta_i - 1), \qquad
+          \alpha = \operatorname{compose}(h_1\beta_1/2, \dots, h_n\beta_n/2)
+          \ \text{ if every } h_i\beta_i \le 2;
+
+    - a single ``nn.Linear`` or stride-1 ``nn.Conv2d``: its norm bound (no :math:`\alpha`);
+    - anything else (e.g. ``deepinv.models.DnCNN``): a certificate with
+      ``lipschitz = inf``, ``alpha = None`` and a ``reason``.
+
+    The step :math:`h_i` is taken in float64 from the stored parameters, so the certificate
+    is for the network in exact arithmetic; evaluating it in float32 adds round-off of
+    relative order :math:`10^{-7}`.
+
+    :param torch.nn.Module module: the network.
+    :param str method: ``"fourier"`` or ``"gram"`` (see
+        :func:`~deepinv_dynnets.lipschitz.conv2d_norm_bound`; ``"circulant"`` with
+        ``input_size`` certifies one image size only).
+    :param kwargs: passed to :func:`~deepinv_dynnets.lipschitz.conv2d_norm_bound`.
+    :return: a :class:`Certificate`; ``print`` it for a table.
+
+    :Examples:
+
+        >>> import deepinv as dinv
+        >>> from deepinv_dynnets.lipschitz.certificates import certify
+        >>> from deepinv_dynnets.models import EulerDenoiser
+        >>> cert = certify(EulerDenoiser(width=4, hidden=4, n_blocks=2))
+        >>> cert.lipschitz, cert.margin > 0
+        (1.0, True)
+        >>> certify(dinv.models.DnCNN(1, 1, depth=3, pretrained=None)).reason
+        'not certified: DnCNN exposes no averaged_blocks() and is not a single linear layer'
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    blocks_of = getattr(module, "averaged_blocks", None)
+    if not callable(blocks_of):
+        single = _certify_layer(module, method, **kwargs)
+        if single is not None:
+            return single
+        return Certificate(
+            lipschitz=math.inf,
+            alpha=None,
+            reason=f"not certified: {type(module).__name__} exposes no averaged_blocks() "
+            f"and is not a single linear layer",
+        )
+    rows = []
+    for layer in blocks_of():
+        beta = _sqnorm_bound(layer["weight"], method, **kwargs)
+        h, target = float(layer["h"]), float(layer["alpha"])
+        hb = h * beta
+        rows.append(
+            {
+                "sqnorm": beta,
+                "h": h,
+                "alpha": hb / 2,
+                "alpha_target": target,
+                "margin": 2 * target - hb,
+                "lipschitz": max(1.0, hb - 1),
+            }
+        )
+    lipschitz = math.prod(r["lipschitz"] for r in rows) if rows else 1.0
+    averaged = all(r["alpha"] <= 1 for r in rows)
+    alpha = compose_averaged(*(r["alpha"] for r in rows)) if rows and averaged else None
+    target = getattr(module, "alpha", None)
+    return Certificate(
+        lipschitz=lipschitz,
+        alpha=alpha,
+        blocks=rows,
+        method=method,
+        margin=min((r["margin"] for r in rows), default=None),
+        alpha_target=None if target is None else float(target),
+        reason=None if averaged else "some layer has h * ||A||^2 > 2: Lipschitz bound only",
+    )
