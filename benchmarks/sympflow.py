@@ -88,7 +88,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     times = (1.0, 10.0, args.T)
-    results: dict = {"threads": args.threads, "n_ics": args.n_ics, "T": args.T, "systems": {}}
+    results: dict = {
+        "threads": args.threads,
+        "n_ics": args.n_ics,
+        "n_rollout": args.n_rollout,
+        "T": args.T,
+        "systems": {},
+    }
     fig, axes = plt.subplots(1, len(SYSTEMS), figsize=(6 * len(SYSTEMS), 4))
     for ax, (name, cls) in zip(axes, SYSTEMS.items(), strict=True):
         system = cls()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepinv_dynnets import SympFlow
-from deepinv_dynnets.flows import PINNFlow
+from deepinv_dynnets.flows import NeuralFlow, PINNFlow
 from deepinv_dynnets.flows.training import (
     hamiltonian_matching_loss,
     residual_loss,
@@ -18,17 +18,33 @@ from deepinv_dynnets.systems import HarmonicOscillator, HenonHeiles
 
 
 def test_residual_is_zero_for_the_exact_flow():
-    # The harmonic oscillator's flow is a rotation: a "flow" that is exact has residual 0.
-    class Rotation(PINNFlow):
-        def network(self, t, x):
-            t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1])
-            c, s = torch.cos(t), torch.sin(t)
-            return torch.stack([c * x[..., 0] + s * x[..., 1], -s * x[..., 0] + c * x[..., 1]], -1)
+    # The harmonic oscillator's flow is a rotation: a flow that is exact has residual 0,
+    # and one that is off by a little has a residual of the expected size.
+    class Rotation(NeuralFlow):
+        dim, dt = 2, 1.0
 
-    flow = Rotation(2).double()
+        def __init__(self, speed):
+            super().__init__()
+            self.speed = speed
+
+        def network(self, t, x):
+            return self.network_with_time_derivative(t, x)[0]
+
+        def network_with_time_derivative(self, t, x):
+            w = self.speed * torch.as_tensor(t, dtype=x.dtype).expand(x.shape[:-1])
+            c, s = torch.cos(w), torch.sin(w)
+            q, p = x[..., 0], x[..., 1]
+            y = torch.stack([c * q + s * p, c * p - s * q], -1)
+            return y, self.speed * torch.stack([y[..., 1], -y[..., 0]], -1)
+
     x0 = torch.randn(50, 2, dtype=torch.float64)
     t = torch.rand(50, dtype=torch.float64)
-    assert residual_loss(flow, HarmonicOscillator(), t, x0) < 1e-28
+    assert residual_loss(Rotation(1.0), HarmonicOscillator(), t, x0) < 1e-28
+    # a 1 % faster rotation: residual = 0.01^2 |y|^2 on average
+    expected = (1e-2 * x0.norm(dim=-1)) ** 2
+    torch.testing.assert_close(
+        residual_loss(Rotation(1.01), HarmonicOscillator(), t, x0), expected.mean()
+    )
 
 
 def test_unsupervised_training_reduces_both_losses():

@@ -354,9 +354,21 @@ def refine_lbfgs(
     x0 = system.sample(n_points, generator=generator, dtype=torch.float64).to(device)
     t = flow.dt * torch.rand(n_points, generator=generator, dtype=torch.float64).to(device)
     chunk = 20
-    optimizer = torch.optim.LBFGS(
-        flow.parameters(), lr=1.0, max_iter=chunk, history_size=50, line_search_fn="strong_wolfe"
-    )
+
+    def new_optimizer() -> torch.optim.LBFGS:
+        # Absolute tolerances off: at losses around 1e-6 the defaults stop L-BFGS long
+        # before it has converged.
+        return torch.optim.LBFGS(
+            flow.parameters(),
+            lr=1.0,
+            max_iter=chunk,
+            history_size=50,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+            line_search_fn="strong_wolfe",
+        )
+
+    optimizer = new_optimizer()
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -367,10 +379,19 @@ def refine_lbfgs(
         return loss
 
     losses: list[float] = []
+    stalls = 0
     for _ in tqdm(range(max(1, steps // chunk)), disable=not progress, desc="L-BFGS"):
-        losses.append(float(optimizer.step(closure)))
+        losses.append(float(optimizer.step(closure).detach()))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"L-BFGS diverged: loss {losses[-1]}")
+        if len(losses) > 1 and losses[-1] >= losses[-2]:
+            # No progress: a stale curvature memory; restart it, and stop after two in a row.
+            stalls += 1
+            if stalls == 2:
+                break
+            optimizer = new_optimizer()
+        else:
+            stalls = 0
     flow.to(dtype).eval()
     return losses
 

@@ -1,0 +1,287 @@
+"""EulerDenoiser: the guarantees, the step control during training, deepinv drop-in, files."""
+
+import deepinv as dinv
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deepinv_dynnets.lipschitz.averagedness import compose_averaged
+from deepinv_dynnets.lipschitz.certificates import certify
+from deepinv_dynnets.lipschitz.operator_norms import conv2d_norm_bound
+from deepinv_dynnets.models import PRETRAINED, EulerDenoiser
+from deepinv_dynnets.models.euler_denoiser import _block_alpha
+
+SIGMAS = [0.0, 0.05, 0.3]
+
+
+def _large_weights(model, theta=3.0):
+    """Weights of std 1 (far larger than the default init) and steps near the limit."""
+    with torch.no_grad():
+        for block in model.blocks:
+            block.weight.normal_()
+            block.bias.normal_()
+            block.sigma_weight.normal_()
+            block.theta.fill_(theta)
+    return model
+
+
+def _small(**kwargs):
+    config = {"in_channels": 1, "width": 5, "hidden": 7, "n_blocks": 3}
+    config.update(kwargs)
+    return EulerDenoiser(**config)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_denoiser_is_non_expansive(activation, channels):
+    model = _large_weights(_small(in_channels=channels, activation=activation, negative_slope=0.3))
+    model = model.double().eval()
+    x = torch.randn(16, channels, 9, 7, dtype=torch.float64)
+    y = torch.cat([x[:8] + 1e-3 * torch.randn_like(x[:8]), torch.randn_like(x[8:])])
+    for sigma in SIGMAS:
+        with torch.no_grad():
+            d = (model(x, sigma) - model(y, sigma)).flatten(1).norm(dim=1)
+        assert bool((d <= (x - y).flatten(1).norm(dim=1) * (1 + 1e-12)).all())
+
+
+def test_denoiser_is_averaged_with_the_certified_constant():
+    model = _large_weights(_small(in_channels=2, width=4, hidden=6, n_blocks=4)).double().eval()
+    alpha = certify(model).alpha
+    assert alpha is not None and 0 < alpha <= model.alpha
+    x = torch.randn(32, 2, 7, 9, dtype=torch.float64)
+    y = torch.cat([x[:16] + 1e-4 * torch.randn_like(x[:16]), 2 * torch.randn_like(x[16:])])
+    for sigma in SIGMAS:
+        with torch.no_grad():
+            Tx = (model(x, sigma) - (1 - alpha) * x) / alpha
+            Ty = (model(y, sigma) - (1 - alpha) * y) / alpha
+        ratio = (Tx - Ty).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
+        assert float(ratio.max()) <= 1 + 1e-10
+
+
+def test_block_constants_compose_to_the_target():
+    for alpha in (0.1, 0.5, 0.9, 1.0):
+        for n in (1, 2, 8):
+            a = _block_alpha(alpha, n)
+            assert compose_averaged(*([a] * n)) <= alpha
+            if alpha < 1:
+                assert a == pytest.approx(alpha / (n - (n - 1) * alpha), rel=1e-12)
+    assert _small(alpha=0.5, n_blocks=8).block_alpha == pytest.approx(1 / 9)
+
+
+def test_step_control_holds_during_training():
+    torch.manual_seed(1)
+    model = _large_weights(_small(width=6, hidden=9, n_blocks=3), theta=20.0).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.5)  # large: the weights jump
+    model.train()
+    safety = model.config["safety"]
+    for _ in range(6):
+        x = torch.rand(4, 1, 9, 7, dtype=torch.float64)
+        out = model(x + 0.1 * torch.randn_like(x), 0.1)
+        for block in model.blocks:  # the step this forward used, against the certified norm
+            h = float(block.step_size(torch.float64).detach())
+            cert = conv2d_norm_bound(block.weight) ** 2
+            assert h * cert <= 2 * block.alpha  # the power iteration is within `safety`
+            assert h * cert <= 2 * block.alpha / safety * 1.02  # and it is nearly exact
+        loss = (out - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # eval after the last step: nu catches up with the last weights before it is used
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 1, 5, 5, dtype=torch.float64), 0.1)
+    cert = certify(model)
+    assert cert.margin > 0 and cert.alpha <= model.alpha
+
+
+def test_calibrate_certifies_the_target_even_with_a_bad_estimate():
+    model = _large_weights(_small()).double().eval()
+    model.step_sizes()  # estimate nu
+    with torch.no_grad():
+        for block in model.blocks:
+            block.nu.mul_(0.2)  # pretend the power iteration lagged badly
+    assert certify(model).margin < 0
+    model.calibrate()
+    cert = certify(model)
+    assert cert.margin > 0 and cert.alpha <= model.alpha
+
+
+def test_shapes_dtypes_and_no_in_place_change():
+    model = _small(in_channels=3).eval()
+    x = torch.rand(2, 3, 9, 7)
+    x0 = x.clone()
+    with torch.no_grad():
+        out = model(x, 0.1)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
+    assert model.double()(x.double(), 0.1).dtype == torch.float64
+
+
+def test_sigma_formats():
+    model = _large_weights(_small()).double().eval()
+    x = torch.rand(3, 1, 7, 5, dtype=torch.float64)
+    sig = torch.tensor([0.0, 0.1, 0.4], dtype=torch.float64)
+    with torch.no_grad():
+        batch = model(x, sig)
+        for i in range(3):
+            one = model(x[i : i + 1], float(sig[i]))
+            torch.testing.assert_close(batch[i : i + 1], one)
+        torch.testing.assert_close(model(x, 0.1), model(x, torch.tensor(0.1)))
+        torch.testing.assert_close(model(x, 0.1), model(x, torch.tensor([0.1])))
+        torch.testing.assert_close(model(x, 0.1), model(x, torch.full((3, 1, 1, 1), 0.1)))
+        assert not torch.allclose(model(x, 0.0), model(x, 0.5))  # sigma is used
+    plain = _small(sigma_conditioning=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x.float()), plain(x.float(), 0.7))
+
+
+def test_bad_inputs():
+    model = _small(in_channels=1).eval()
+    x = torch.rand(2, 1, 9, 7)
+    with pytest.raises(ValueError, match="1 channel"):
+        model(torch.rand(2, 3, 9, 7), 0.1)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model(torch.rand(1, 9, 7), 0.1)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model(torch.full_like(x, float("nan")), 0.1)
+    with pytest.raises(ValueError, match="non-negative"):
+        model(x, -0.1)
+    with pytest.raises(ValueError, match="non-negative"):
+        model(x, torch.tensor([0.1, float("nan")]))
+    with pytest.raises(ValueError, match="sigma is required"):
+        model(x)
+    with pytest.raises(ValueError, match="dtype"):
+        model(x.double(), 0.1)
+    with pytest.raises(ValueError):
+        model(x, torch.ones(3))  # one sigma per image, but three of them for two images
+    with pytest.raises(ValueError, match="width must be >= in_channels"):
+        EulerDenoiser(in_channels=4, width=3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        EulerDenoiser(kernel_size=4)
+    with pytest.raises(ValueError, match="alpha"):
+        EulerDenoiser(alpha=1.5)
+    with pytest.raises(ValueError, match="activation"):
+        EulerDenoiser(activation="tanh")
+    with pytest.raises(ValueError, match="negative_slope"):
+        EulerDenoiser(activation="leaky_relu", negative_slope=2.0)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _large_weights(_small(width=4, hidden=6)).eval()
+    x = torch.rand(2, 1, 9, 7)
+    with torch.no_grad():
+        expected = model(x, 0.2)
+    model.save(tmp_path / "d.pt", note="test")
+    same = _small(width=4, hidden=6, pretrained=tmp_path / "d.pt")
+    built = EulerDenoiser.from_pretrained(str(tmp_path / "d.pt"))
+    for loaded in (same, built):
+        assert not loaded.training
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x, 0.2), expected, rtol=0, atol=0)
+        assert certify(loaded).blocks == certify(model).blocks  # nu came with the weights
+
+
+def test_corrupt_foreign_and_mismatched_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable EulerDenoiser checkpoint"):
+        _small(pretrained=bad)
+    foreign = tmp_path / "dncnn.pt"
+    torch.save(dinv.models.DnCNN(1, 1, depth=3, pretrained=None).state_dict(), foreign)
+    with pytest.raises(ValueError, match="not an EulerDenoiser checkpoint"):
+        _small(pretrained=foreign)
+    _small(width=4, hidden=6).save(tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="different architecture.*width"):
+        _small(width=5, hidden=6, pretrained=tmp_path / "d.pt")
+    ckpt = torch.load(tmp_path / "d.pt", weights_only=True)
+    ckpt["config"]["hidden"] = 8  # the config no longer matches the weights
+    torch.save(ckpt, tmp_path / "e.pt")
+    with pytest.raises(ValueError, match="different architecture"):
+        EulerDenoiser.from_pretrained(tmp_path / "e.pt")
+    with pytest.raises(ValueError, match="not a file|checkpoint file"):
+        _small(pretrained=tmp_path / "missing.pt")
+
+
+def test_default_weights_are_not_shipped_yet():
+    assert "default" in PRETRAINED
+    with pytest.raises(ValueError, match="not shipped in this version"):
+        EulerDenoiser(pretrained="default")
+    with pytest.raises(ValueError, match="not shipped in this version"):
+        EulerDenoiser.from_pretrained("default", in_channels=3)
+
+
+def test_device_argument(device):
+    model = _small(device=device).eval()
+    x = torch.rand(1, 1, 5, 5, device=device)
+    assert model(x, 0.1).device == x.device
+
+
+def test_pnp_pgd_drop_in():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 11, 9)
+    physics = dinv.physics.BlurFFT(
+        img_size=(1, 11, 9),
+        filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
+        noise_model=dinv.physics.GaussianNoise(0.02),
+    )
+    y = physics(x)
+    denoiser = _small().eval()
+    model = dinv.optim.PGD(
+        data_fidelity=dinv.optim.data_fidelity.L2(),
+        prior=dinv.optim.PnP(denoiser),
+        stepsize=1.0,
+        sigma_denoiser=0.05,
+        max_iter=5,
+    )
+    with torch.no_grad():
+        x_hat, metrics = model(y, physics, x_gt=x, compute_metrics=True)
+    assert x_hat.shape == x.shape and bool(torch.isfinite(x_hat).all())
+    assert len(metrics["psnr"][0]) >= 5
+    # an averaged denoiser after an averaged gradient step (stepsize 1 < 2 / ||A||^2):
+    # Krasnosel'skii-Mann, the fixed-point residual does not increase
+    residual = torch.tensor(metrics["residual"][0][1:])
+    assert bool((residual[1:] <= residual[:-1] * (1 + 1e-4)).all())
+
+
+@pytest.mark.parametrize("random", [True, False])
+def test_equivariant_wrapper_drop_in(random):
+    denoiser = dinv.models.EquivariantDenoiser(_small().eval(), random=random)
+    x = torch.rand(2, 1, 7, 7)
+    with torch.no_grad():
+        assert denoiser(x, 0.1).shape == x.shape
+
+
+class _Images(Dataset):
+    def __init__(self):
+        self.x = torch.rand(4, 1, 9, 7, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]}
+
+
+def test_deepinv_trainer_runs_one_epoch(tmp_path):
+    denoiser = _small()
+    before = denoiser.blocks[0].weight.detach().clone()
+    model = dinv.models.ArtifactRemoval(denoiser, mode="direct")
+    trainer = dinv.Trainer(
+        model=model,
+        physics=dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1)),
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        train_dataloader=DataLoader(_Images(), batch_size=2),
+        epochs=1,
+        online_measurements=True,
+        save_path=None,
+        plot_images=False,
+        verbose=False,
+        show_progress_bar=False,
+        device="cpu",
+        non_blocking_transfers=False,
+    )
+    trainer.train()
+    assert not torch.equal(denoiser.blocks[0].weight, before)
+    denoiser.eval()
+    cert = certify(denoiser)
+    assert cert.lipschitz == 1.0 and cert.alpha <= denoiser.alpha
