@@ -8,6 +8,7 @@ argument; the internals then assume clean input.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -18,6 +19,18 @@ def check_positive(value: float | Tensor, name: str) -> None:
     v = float(value.detach().min()) if isinstance(value, Tensor) else float(value)
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (NumPy integers included,
+    bools and floats refused), else raise a ``ValueError`` naming ``name``."""
+    try:
+        n = operator.index(value)  # any integer type, never a float
+    except TypeError:
+        n = 0
+    if isinstance(value, bool) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return n
 
 
 def check_finite(x: Tensor, name: str = "x") -> None:

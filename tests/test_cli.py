@@ -25,55 +25,24 @@ def test_each_subcommand_has_help(name, capsys):
     assert "usage: dynnets " + name in capsys.readouterr().out
 
 
+def _train(out, *extra):
+    return main(
+        ["train-sympflow", "--system", "harmonic-oscillator", "--epochs", "3", "--n-points", "16",
+         "--width", "4", "--n-eval", "4", "--quiet", "--out", str(out), *extra]
+    )  # fmt: skip
+
+
 def test_train_sympflow_writes_flow_and_record(tmp_path):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train-sympflow",
-            "--system",
-            "harmonic-oscillator",
-            "--epochs",
-            "3",
-            "--n-points",
-            "16",
-            "--width",
-            "4",
-            "--n-eval",
-            "4",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    assert _train(out) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["system"] == "harmonic-oscillator" and len(record["evaluation"]["times"]) == 3
     from deepinv_dynnets import SympFlow
 
     assert SympFlow.from_pretrained(out / "flow.pt").dim == 2
     # resuming a finished run is a no-op that still writes the outputs
-    assert (
-        main(
-            [
-                "train-sympflow",
-                "--system",
-                "harmonic-oscillator",
-                "--epochs",
-                "3",
-                "--n-points",
-                "16",
-                "--width",
-                "4",
-                "--n-eval",
-                "4",
-                "--quiet",
-                "--resume",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _train(out, "--resume") == 0
+    assert _train(tmp_path / "lbfgs", "--lbfgs-steps", "20", "--lbfgs-points", "32") == 0
 
 
 def test_train_supervised_and_pinn(tmp_path):

@@ -14,12 +14,10 @@ so that Hamilton's equations read :math:`\dot y = J \nabla H(y)`.
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
 
-from .._validation import check_finite
+from .._validation import check_finite, check_positive_int
 
 __all__ = ["apply_J", "canonical_J", "check_phase_space"]
 
@@ -88,14 +86,7 @@ def canonical_J(
         tensor([[ 0.,  1.],
                 [-1.,  0.]])
     """
-    # operator.index accepts any integer type (NumPy included) and rejects floats.
-    try:
-        n_int = operator.index(n)
-    except TypeError:
-        n_int = 0
-    if isinstance(n, bool) or n_int < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    n = n_int
+    n = check_positive_int(n, "n")
     eye = torch.eye(n, dtype=dtype, device=device)
     zero = torch.zeros_like(eye)
     return torch.cat([torch.cat([zero, eye], dim=1), torch.cat([-eye, zero], dim=1)], dim=0)

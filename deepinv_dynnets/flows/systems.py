@@ -16,7 +16,6 @@ Each system also provides a sampler of initial conditions in a documented domain
 from __future__ import annotations
 
 import math
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .._validation import check_positive
+from .._validation import check_positive, check_positive_int
 from .symplectic import apply_J, check_phase_space
 
 __all__ = ["HamiltonianSystem", "HarmonicOscillator", "HenonHeiles", "Pendulum", "Kepler"]
@@ -243,12 +242,7 @@ class HamiltonianSystem(torch.nn.Module, ABC):
             >>> y0.shape, y0.dtype
             (torch.Size([8, 4]), torch.float32)
         """
-        try:
-            n_int = operator.index(n)
-        except TypeError:
-            n_int = 0
-        if isinstance(n, bool) or n_int < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n_int = check_positive_int(n, "n")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         sample_device = generator.device if generator is not None else torch.device("cpu")
