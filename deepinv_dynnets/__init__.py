@@ -3,7 +3,7 @@
 Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
 """
 
-from . import dynamics, flows, lipschitz, systems
+from . import dynamics, flows, lipschitz, models, systems
 from .dynamics import (
     EulerStep,
     FlowNetwork,
@@ -15,6 +15,8 @@ from .dynamics import (
     norm_preservation_loss,
 )
 from .flows import SympFlow
+from .lipschitz import certify
+from .models import EulerDenoiser
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,9 @@ __all__ = [
     "flows",
     "systems",
     "SympFlow",
+    "EulerDenoiser",
+    "certify",
+    "models",
     "lipschitz",
     "EulerStep",
     "FlowNetwork",

@@ -71,7 +71,7 @@ class PINNFlow(NeuralFlow):
             a = layer(h)
             if tangent and k > 0:
                 dh = dh @ layer.weight.T
-            s, d1, _ = self._act(a)
+            s, d1 = self._act(a)
             h, dh = s, (d1 * dh if tangent else None)
         last = self.layers[-1]
         return last(h), (dh @ last.weight.T if tangent else None)

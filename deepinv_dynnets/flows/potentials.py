@@ -18,32 +18,35 @@ from torch import Tensor, nn
 __all__ = ["MLPPotential"]
 
 
-def _tanh(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _tanh(a: Tensor) -> tuple[Tensor, Tensor]:
     # tanh(a) = 2 sigmoid(2a) - 1: the same function, but several times faster on CPU,
     # where torch.sigmoid is vectorised better than torch.tanh.
     s = 2 * torch.sigmoid(2 * a) - 1
-    d1 = 1 - s * s
-    return s, d1, -2 * s * d1
+    return s, 1 - s * s
 
 
-def _sigmoid(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _sigmoid(a: Tensor) -> tuple[Tensor, Tensor]:
     s = torch.sigmoid(a)
-    d1 = s * (1 - s)
-    return s, d1, d1 * (1 - 2 * s)
+    return s, s * (1 - s)
 
 
-def _softplus(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    sig = torch.sigmoid(a)
-    return torch.nn.functional.softplus(a), sig, sig * (1 - sig)
+def _softplus(a: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.nn.functional.softplus(a), torch.sigmoid(a)
 
 
-def _sin(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.sin(a)
-    return s, torch.cos(a), -s
+def _sin(a: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.sin(a), torch.cos(a)
 
 
-# activation -> (sigma, sigma', sigma'') evaluated together, sharing work.
+# activation -> (sigma(a), sigma'(a)), evaluated together to share work, and
+# (sigma, sigma') -> sigma'', only needed for tangents.
 _ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "softplus": _softplus, "sin": _sin}
+_SECOND = {
+    "tanh": lambda s, d1: -2 * s * d1,
+    "sigmoid": lambda s, d1: d1 * (1 - 2 * s),
+    "softplus": lambda s, d1: d1 * (1 - d1),
+    "sin": lambda s, d1: -s,
+}
 
 
 class MLPPotential(nn.Module):
@@ -80,6 +83,7 @@ class MLPPotential(nn.Module):
             )
         self.n, self.width, self.depth, self.activation = n, width, depth, activation
         self._act = _ACTIVATIONS[activation]
+        self._second = _SECOND[activation]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         fan_in = n + 1
@@ -150,15 +154,15 @@ class MLPPotential(nn.Module):
         W1 = self.weights[0]
         W1u, w1t = W1[:, :n], W1[:, n : n + 1]
         tangent = dU is not None or dT is not None
-        a = torch.addmm(self.biases[0].unsqueeze(1), W1u, U) + w1t * T
+        a = torch.addmm(self.biases[0].unsqueeze(1), W1, torch.cat([U, T.expand(1, U.shape[1])]))
         if tangent:
             da = (0 if dU is None else W1u @ dU) + (0 if dT is None else w1t * dT)
         d1s, d2s, das = [], [], []
         for k in range(self.depth):
-            s, d1, d2 = self._act(a)
+            s, d1 = self._act(a)
             d1s.append(d1)
             if tangent:
-                d2s.append(d2)
+                d2s.append(self._second(s, d1))
                 das.append(da)
             if k + 1 < self.depth:
                 W, b = self.weights[k + 1], self.biases[k + 1]

@@ -15,6 +15,7 @@ from .symplectic import apply_J, check_phase_space
 __all__ = ["SympFlow", "SympFlowVectorField"]
 
 _FORMAT = "deepinv_dynnets.SympFlow"
+_CHUNK = 2048  # states per slice in inference, see SympFlow._in_chunks
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 # name -> file shipped in deepinv_dynnets/weights (see the model card in the docs)
 PRETRAINED = {
@@ -151,13 +152,28 @@ class SympFlow(NeuralFlow):
         y = self._join(q, p, x)
         return (y, self._join(dq, dp, x)) if with_time_derivative else y
 
+    def _in_chunks(self, fn, t, x: Tensor) -> Tensor:
+        """Apply ``fn(t, x)`` to slices of the batch when no gradient is recorded.
+
+        In a rollout the whole batch passes through every block; slices of ``_CHUNK`` states
+        keep each block's ``(width, chunk)`` activations in cache (2-4x faster on CPU).
+        """
+        if torch.is_grad_enabled() or x.numel() <= _CHUNK * self.dim:
+            return fn(t, x)
+        flat = x.reshape(-1, self.dim)
+        times = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]).reshape(-1)
+        pieces = [
+            fn(times[i : i + _CHUNK], flat[i : i + _CHUNK]) for i in range(0, len(flat), _CHUNK)
+        ]
+        return torch.cat(pieces).reshape(x.shape)
+
     def network(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The network :math:`\mathcal N(t, x)` itself (no long-time composition).
 
         :param t: time(s): a float, or a tensor broadcasting to ``x.shape[:-1]``.
         :param torch.Tensor x: states, shape ``(..., 2n)``.
         """
-        return self._forward_blocks(t, x)
+        return self._in_chunks(self._forward_blocks, t, x)
 
     def network_with_time_derivative(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`\mathcal N(t, x)` and :math:`\partial_t \mathcal N(t, x)`, in closed form.
@@ -168,6 +184,9 @@ class SympFlow(NeuralFlow):
 
     def network_inverse(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The exact inverse :math:`\mathcal N(t, \cdot)^{-1}(x)`, block by block."""
+        return self._in_chunks(self._inverse_blocks, t, x)
+
+    def _inverse_blocks(self, t, x: Tensor) -> Tensor:
         q, p, TT = self._split(t, x)
         for K, V in zip(reversed(self.K), reversed(self.V), strict=True):
             p = p + self._shift(V, q, TT)[0]

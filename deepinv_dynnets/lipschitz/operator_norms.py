@@ -317,8 +317,8 @@ def conv2d_norm_bound(
           S(K)^{2^t} = \sup_\omega \|M(\omega)^{2^{t-1}}\|_2
           \le \sup_\omega \|\hat G_t(\omega)\|_F \le \sum_r \|G_t[r]\|_F,
 
-      the triangle inequality over the taps (never larger than the
-      :math:`\sqrt{\#\text{taps}}\,\|G_t\|_F` of the papers). The slack factor is at most
+      the triangle inequality over the taps (never larger than its Cauchy–Schwarz form
+      :math:`\sqrt{\#\text{taps}}\,\|G_t\|_F`). The slack factor is at most
       :math:`(\#\text{taps}\cdot c)^{2^{-t-1}}` and shrinks doubly exponentially with
       ``n_iter``; the coefficient grid grows as :math:`2^t k`, so ``n_iter`` of 5 or 6 is
       the practical limit.

@@ -24,9 +24,10 @@ _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 PRETRAINED = {"default": {1: "euler_denoiser_gray.pt", 3: "euler_denoiser_color.pt"}}
 
 _ACTIVATIONS = ("relu", "leaky_relu")
-# Power iterations used at construction and when the weights changed outside a training
-# forward (after the last optimizer step, a manual edit): from a random start, 10 of them
-# reach 0.99 of the grid maximum for 64 x 64 kernels, well inside the safety factor.
+# Power iterations used when nu is first estimated, after loading, and when the weights
+# changed outside a training forward (after the last optimizer step, a manual edit): from a
+# random start, 10 of them reach 0.99 of the grid maximum for 64 x 64 kernels, well inside
+# the default safety factor.
 _REFRESH_ITERS = 10
 
 
@@ -286,11 +287,17 @@ class EulerDenoiser(Denoiser):
     sub-steps change the depth during training; the sigmoid parametrisation keeps every
     :math:`h_i` in :math:`(0, 2\alpha_i/\nu_i)` smoothly, costs one small FFT and a
     batched matrix-vector product per block and step, and is exact in the sense that the
-    only approximation (the power iteration) is measurable: :func:`certify` replaces
+    only approximation (the power iteration) is measurable:
+    :func:`~deepinv_dynnets.lipschitz.certify` replaces
     :math:`\nu_i` by a certified bound and reports the margin, and :meth:`calibrate` raises
     any :math:`\nu_i` found too small, after which the target is certified. In eval mode
     :math:`\nu_i` is frozen, except that it is refreshed once if the weights changed since
     it was computed (e.g. after the last optimizer step), so eval mode is a fixed map.
+    :math:`\nu_i` is saved with the weights; the power vectors are not (they would dominate
+    the file), so the first refresh after loading runs 10 iterations. Before the first
+    call, :math:`\nu_i` holds the crude proven bound :math:`(\sum_p \|A_{i,p}\|_F)^2`
+    (:math:`A_{i,p}` the taps) and is estimated lazily, so that building a model to load
+    weights into costs nothing.
 
     :param int in_channels: image channels :math:`C \ge 1`.
     :param int width: lifted channels (``>= in_channels``).
