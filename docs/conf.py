@@ -50,7 +50,7 @@ sphinx_gallery_conf = {
 
 html_theme = "furo"
 html_title = "deepinv-dynnets"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**/GALLERY_HEADER.rst"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 suppress_warnings = ["config.cache"]
 nitpicky = False
 
