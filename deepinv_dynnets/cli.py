@@ -176,7 +176,7 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
         "system": args.system,
         "wall_time_s": wall,
         "hardware": f"{platform.processor() or platform.machine()}, {args.threads} thread(s)",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "evaluation": metrics,
     }
     if isinstance(flow, SympFlow):

@@ -41,3 +41,16 @@ def test_bad_arguments():
         MLPPotential(2, activation="relu")
     with pytest.raises(ValueError, match="width"):
         MLPPotential(2, width=0)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_inference_path_matches_the_general_path(depth):
+    # Without autograd, tanh potentials take a folded, in-place path: same numbers.
+    P = MLPPotential(2, width=9, depth=depth).double()
+    U = torch.randn(2, 40, dtype=torch.float64)
+    T = torch.rand(1, 40, dtype=torch.float64)
+    g, dt, _ = P.derivatives_t(U, T)
+    with torch.no_grad():
+        g_fast, dt_fast, _ = P.derivatives_t(U, T)
+    torch.testing.assert_close(g_fast, g, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(dt_fast, dt, rtol=1e-13, atol=1e-13)
