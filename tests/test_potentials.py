@@ -54,3 +54,14 @@ def test_inference_path_matches_the_general_path(depth):
         g_fast, dt_fast, _ = P.derivatives_t(U, T)
     torch.testing.assert_close(g_fast, g, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(dt_fast, dt, rtol=1e-13, atol=1e-13)
+
+
+def test_inference_cache_follows_weight_updates():
+    P = MLPPotential(2, width=5).double()
+    U, T = torch.randn(2, 7, dtype=torch.float64), torch.rand(1, 7, dtype=torch.float64)
+    with torch.no_grad():
+        P.derivatives_t(U, T)  # fills the cache
+        P.weights[1].add_(0.5)  # an optimiser step, in place
+        fast, _, _ = P.derivatives_t(U, T)
+    slow, _, _ = P.derivatives_t(U, T)
+    torch.testing.assert_close(fast, slow, rtol=1e-13, atol=1e-13)

@@ -194,20 +194,31 @@ class MLPPotential(nn.Module):
         weights, so that each hidden layer costs one sigmoid and one fused multiply-add
         over the ``(width, B)`` block, done in place.
         """
-        depth = self.depth
-        W = list(self.weights)
-        b = list(self.biases)
-        # a'_1 = 2 a_1; a'_{k+1} = 2 (W_{k+1} (2 s_k - 1) + b_{k+1}) = 4 W_{k+1} s_k + 2 (b - W 1)
-        s = torch.addmm(2 * b[0].unsqueeze(1), 2 * W[0], UT).sigmoid_()
+        W, Wf, bf, out4 = self._folded()
+        s = torch.addmm(bf[0], Wf[0], UT).sigmoid_()
         ss = [s]
-        for k in range(1, depth):
-            bias = 2 * (b[k] - W[k].sum(1)).unsqueeze(1)
-            s = torch.addmm(bias, 4 * W[k], s).sigmoid_()
+        for k in range(1, self.depth):
+            s = torch.addmm(bf[k], Wf[k], s).sigmoid_()
             ss.append(s)
         # tanh'(a) = 4 s (1 - s); the 4s are folded into the vectors they multiply.
-        delta = torch.addcmul(ss[-1], ss[-1], ss[-1], value=-1).mul_(4 * self.out.unsqueeze(1))
-        for k in range(depth - 2, -1, -1):
+        delta = torch.addcmul(ss[-1], ss[-1], ss[-1], value=-1).mul_(out4)
+        for k in range(self.depth - 2, -1, -1):
             back = W[k + 1].T.mm(delta)
             delta = torch.addcmul(ss[k], ss[k], ss[k], value=-1).mul_(back).mul_(4)
         grad = W[0].T.mm(delta)  # rows: d/du then d/dt
         return grad[: self.n], grad[self.n], None
+
+    @torch.no_grad()
+    def _folded(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
+        """Weights with the tanh constants folded in, cached until a parameter changes."""
+        key = tuple((p._version, p.data_ptr(), p.dtype) for p in self.parameters())
+        if getattr(self, "_folded_key", None) != key:
+            W, b = list(self.weights), list(self.biases)
+            # a'_1 = 2 a_1; a'_{k+1} = 2 (W_{k+1}(2 s_k - 1) + b_{k+1}) = 4 W_{k+1} s_k + 2(b - W 1)
+            Wf = [2 * W[0]] + [4 * w for w in W[1:]]
+            bf = [2 * b[0].unsqueeze(1)] + [
+                2 * (bk - w.sum(1)).unsqueeze(1) for w, bk in zip(W[1:], b[1:], strict=True)
+            ]
+            self._folded_cache = (W, Wf, bf, 4 * self.out.unsqueeze(1))
+            self._folded_key = key
+        return self._folded_cache

@@ -15,7 +15,7 @@ from .symplectic import apply_J, check_phase_space
 __all__ = ["SympFlow", "SympFlowVectorField"]
 
 _FORMAT = "deepinv_dynnets.SympFlow"
-_CHUNK = 2048  # states per slice in inference, see SympFlow._in_chunks
+_CHUNK = 4096  # states per slice in inference, see SympFlow._in_chunks
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 # name -> file shipped in deepinv_dynnets/weights (see the model card in the docs)
 PRETRAINED = {
@@ -131,7 +131,9 @@ class SympFlow(NeuralFlow):
             torch.cat([U, U], dim=1), TT, None if dU is None else torch.cat([dU, dU], dim=1), dTT
         )
         # The two halves may round differently; the mask makes N(0, .) = id exactly.
-        shift = (g[:, :B] - g[:, B:]) * (TT[:, :B] != 0)
+        shift = g[:, :B] - g[:, B:]
+        if not bool(TT[:, :B].all()):
+            shift = shift * (TT[:, :B] != 0)
         return shift, dtP[:B], (None if dg is None else dg[:, :B] - dg[:, B:])
 
     def _forward_blocks(self, t, x: Tensor, with_time_derivative: bool = False):
