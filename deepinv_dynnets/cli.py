@@ -180,9 +180,7 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
     metrics = flow_errors(flow.double(), system, y0, times=(1.0, 10.0, 100.0))
     flow.float()
     summary = {
-        "command": "dynnets " + " ".join(sys.argv[1:])
-        if sys.argv[0].endswith("dynnets")
-        else " ".join(sys.argv),
+        "command": "dynnets " + " ".join(args.argv),
         "system": args.system,
         "wall_time_s": wall,
         "hardware": f"{_cpu_name()}, {args.threads} thread(s)",
@@ -301,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dynnets`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in training records, so a run says how to reproduce it
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:

@@ -37,6 +37,7 @@ def test_train_sympflow_writes_flow_and_record(tmp_path):
     assert _train(out) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["system"] == "harmonic-oscillator" and len(record["evaluation"]["times"]) == 3
+    assert record["command"].startswith("dynnets train-sympflow --system harmonic-oscillator")
     from deepinv_dynnets import SympFlow
 
     assert SympFlow.from_pretrained(out / "flow.pt").dim == 2
