@@ -56,3 +56,21 @@ def jacobian64(f, x: torch.Tensor) -> torch.Tensor:
 def jacobian():
     """The :func:`jacobian64` helper."""
     return jacobian64
+
+
+def randomize_denoiser(model, theta: float = 3.0):
+    """Give an EulerDenoiser weights of std 1 (far larger than its initialisation) and step
+    parameters ``theta`` near the averagedness limit, so that step control matters."""
+    with torch.no_grad():
+        for block in model.blocks:
+            block.weight.normal_()
+            block.bias.normal_()
+            block.sigma_weight.normal_()
+            block.theta.fill_(theta)
+    return model
+
+
+@pytest.fixture
+def large_weights():
+    """The :func:`randomize_denoiser` helper."""
+    return randomize_denoiser

@@ -13,21 +13,14 @@ from deepinv_dynnets.lipschitz.operator_norms import linear_norm_bound
 from deepinv_dynnets.models import EulerDenoiser
 
 
-def _model(theta=3.0, **kwargs):
+def _model(large_weights, theta=3.0, **kwargs):
     config = {"in_channels": 1, "width": 4, "hidden": 6, "n_blocks": 3}
     config.update(kwargs)
-    model = EulerDenoiser(**config)
-    with torch.no_grad():
-        for block in model.blocks:
-            block.weight.normal_()
-            block.bias.normal_()
-            block.sigma_weight.normal_()
-            block.theta.fill_(theta)
-    return model.double().eval()
+    return large_weights(EulerDenoiser(**config), theta).double().eval()
 
 
-def test_certificate_of_an_euler_denoiser():
-    model = _model()
+def test_certificate_of_an_euler_denoiser(large_weights):
+    model = _model(large_weights)
     cert = certify(model)
     assert cert.certified and cert.lipschitz == 1.0
     assert cert.alpha_target == 0.5 and 0 < cert.alpha <= 0.5
@@ -46,8 +39,8 @@ def test_certificate_of_an_euler_denoiser():
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.2])
-def test_certified_lipschitz_dominates_the_jacobian_norm(sigma, jacobian):
-    model = _model()
+def test_certified_lipschitz_dominates_the_jacobian_norm(sigma, jacobian, large_weights):
+    model = _model(large_weights)
     cert = certify(model)
     x = torch.rand(1, 1, 6, 5, dtype=torch.float64)
     J = jacobian(lambda z: model(z, sigma), x)
@@ -61,8 +54,8 @@ def test_certified_lipschitz_dominates_the_jacobian_norm(sigma, jacobian):
     assert float(jsn(model(xb, sigma), xb).detach()) <= cert.lipschitz * (1 + 1e-6)
 
 
-def test_steps_beyond_the_limit_give_a_lipschitz_bound_only(jacobian):
-    model = _model(theta=10.0, n_blocks=2)
+def test_steps_beyond_the_limit_give_a_lipschitz_bound_only(jacobian, large_weights):
+    model = _model(large_weights, theta=10.0, n_blocks=2)
     model.step_sizes()  # estimate nu for the current weights
     with torch.no_grad():
         model.blocks[0].nu.mul_(0.1)  # block 0 now steps ~10x too far

@@ -14,17 +14,6 @@ from deepinv_dynnets.models.euler_denoiser import _block_alpha
 SIGMAS = [0.0, 0.05, 0.3]
 
 
-def _large_weights(model, theta=3.0):
-    """Weights of std 1 (far larger than the default init) and steps near the limit."""
-    with torch.no_grad():
-        for block in model.blocks:
-            block.weight.normal_()
-            block.bias.normal_()
-            block.sigma_weight.normal_()
-            block.theta.fill_(theta)
-    return model
-
-
 def _small(**kwargs):
     config = {"in_channels": 1, "width": 5, "hidden": 7, "n_blocks": 3}
     config.update(kwargs)
@@ -33,8 +22,8 @@ def _small(**kwargs):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_denoiser_is_non_expansive(activation, channels):
-    model = _large_weights(_small(in_channels=channels, activation=activation, negative_slope=0.3))
+def test_denoiser_is_non_expansive(activation, channels, large_weights):
+    model = large_weights(_small(in_channels=channels, activation=activation, negative_slope=0.3))
     model = model.double().eval()
     x = torch.randn(16, channels, 9, 7, dtype=torch.float64)
     y = torch.cat([x[:8] + 1e-3 * torch.randn_like(x[:8]), torch.randn_like(x[8:])])
@@ -44,8 +33,8 @@ def test_denoiser_is_non_expansive(activation, channels):
         assert bool((d <= (x - y).flatten(1).norm(dim=1) * (1 + 1e-12)).all())
 
 
-def test_denoiser_is_averaged_with_the_certified_constant():
-    model = _large_weights(_small(in_channels=2, width=4, hidden=6, n_blocks=4)).double().eval()
+def test_denoiser_is_averaged_with_the_certified_constant(large_weights):
+    model = large_weights(_small(in_channels=2, width=4, hidden=6, n_blocks=4)).double().eval()
     alpha = certify(model).alpha
     assert alpha is not None and 0 < alpha <= model.alpha
     x = torch.randn(32, 2, 7, 9, dtype=torch.float64)
@@ -68,9 +57,9 @@ def test_block_constants_compose_to_the_target():
     assert _small(alpha=0.5, n_blocks=8).block_alpha == pytest.approx(1 / 9)
 
 
-def test_step_control_holds_during_training():
+def test_step_control_holds_during_training(large_weights):
     torch.manual_seed(1)
-    model = _large_weights(_small(width=6, hidden=9, n_blocks=3), theta=20.0).double()
+    model = large_weights(_small(width=6, hidden=9, n_blocks=3), theta=20.0).double()
     opt = torch.optim.Adam(model.parameters(), lr=0.5)  # large: the weights jump
     model.train()
     safety = model.config["safety"]
@@ -94,8 +83,8 @@ def test_step_control_holds_during_training():
     assert cert.margin > 0 and cert.alpha <= model.alpha
 
 
-def test_calibrate_certifies_the_target_even_with_a_bad_estimate():
-    model = _large_weights(_small()).double().eval()
+def test_calibrate_certifies_the_target_even_with_a_bad_estimate(large_weights):
+    model = large_weights(_small()).double().eval()
     model.step_sizes()  # estimate nu
     with torch.no_grad():
         for block in model.blocks:
@@ -117,8 +106,8 @@ def test_shapes_dtypes_and_no_in_place_change():
     assert model.double()(x.double(), 0.1).dtype == torch.float64
 
 
-def test_sigma_formats():
-    model = _large_weights(_small()).double().eval()
+def test_sigma_formats(large_weights):
+    model = large_weights(_small()).double().eval()
     x = torch.rand(3, 1, 7, 5, dtype=torch.float64)
     sig = torch.tensor([0.0, 0.1, 0.4], dtype=torch.float64)
     with torch.no_grad():
@@ -166,8 +155,8 @@ def test_bad_inputs():
         EulerDenoiser(activation="leaky_relu", negative_slope=2.0)
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = _large_weights(_small(width=4, hidden=6)).eval()
+def test_save_and_load_round_trip(tmp_path, large_weights):
+    model = large_weights(_small(width=4, hidden=6)).eval()
     x = torch.rand(2, 1, 9, 7)
     with torch.no_grad():
         expected = model(x, 0.2)
