@@ -14,11 +14,11 @@ def test_help_lists_every_subcommand(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("demo", "rollout", "train-sympflow"):
+    for name in ("demo", "rollout", "train-sympflow", "train-denoiser"):
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["demo", "rollout", "train-sympflow"])
+@pytest.mark.parametrize("name", ["demo", "rollout", "train-sympflow", "train-denoiser"])
 def test_each_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([name, "--help"])
@@ -142,3 +142,39 @@ def test_errors_exit_non_zero_with_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dynnets: error:")
+
+
+def _image_folder(path, n=3, size=(37, 31)):
+    import numpy as np
+    from PIL import Image
+
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random(size) * 255).astype("uint8")).save(path / f"im{i}.png")
+    return path
+
+
+@pytest.mark.parametrize("model", ["euler", "dncnn"])
+def test_train_denoiser_on_a_tiny_folder(tmp_path, model, capsys):
+    data = _image_folder(tmp_path / "train")
+    out = tmp_path / "run"
+    args = ["train-denoiser", "--data", str(data), "--val", str(data), "--model", model,
+            "--width", "4", "--hidden", "4", "--n-blocks", "2", "--epochs", "1",
+            "--batch-size", "4", "--patch-size", "16", "--patches-per-image", "2", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert set(record["history"][-1]["val_psnr"]) == {"15", "25", "50"}
+    if model == "euler":
+        from deepinv_dynnets import EulerDenoiser, certify
+
+        loaded = EulerDenoiser.from_pretrained(out / "model.pt")
+        assert certify(loaded).lipschitz <= 1
+        assert "Lipschitz" in capsys.readouterr().out
+
+
+def test_train_denoiser_errors_on_a_missing_folder(tmp_path, capsys):
+    assert main(["train-denoiser", "--data", str(tmp_path / "nope"), "--quiet",
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "dynnets: error:" in capsys.readouterr().err

@@ -1,0 +1,256 @@
+"""Training denoisers on image patches: dataset, PSNR, loop, checkpoints, certificate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from deepinv.models import DnCNN
+from PIL import Image
+
+from deepinv_dynnets.models import EulerDenoiser
+from deepinv_dynnets.models.training import (
+    DenoiserTrainingRecord,
+    ImagePatches,
+    evaluate_psnr,
+    load_images,
+    psnr,
+    train_denoiser,
+)
+
+SIZES = [(37, 31), (33, 41), (40, 35)]  # (H, W), odd on purpose
+
+
+def _smooth_image(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    planes = []
+    for _ in range(channels):
+        a, b, c = rng.uniform(1, 4, 3)
+        planes.append(0.5 + 0.4 * np.sin(a * 3 * xx + c) * np.cos(b * 3 * yy))
+    img = np.stack(planes, -1) if channels == 3 else planes[0]
+    return np.clip(255 * img, 0, 255).astype(np.uint8)
+
+
+def _make_folder(path, channels=1, sizes=SIZES, seed=0, ext="png"):
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(_smooth_image(rng, h, w, channels)).save(path / f"img{i}.{ext}")
+    return path
+
+
+@pytest.fixture
+def gray_folder(tmp_path):
+    return _make_folder(tmp_path / "train")
+
+
+@pytest.fixture
+def val_folder(tmp_path):
+    return _make_folder(tmp_path / "val", sizes=[(29, 35), (31, 27)], seed=1)
+
+
+def _tiny_euler():
+    torch.manual_seed(0)
+    return EulerDenoiser(in_channels=1, width=4, hidden=8, n_blocks=2)
+
+
+def _tiny_dncnn(channels=1):
+    torch.manual_seed(0)
+    return DnCNN(in_channels=channels, out_channels=channels, depth=3, nf=8, pretrained=None)
+
+
+FAST = dict(batch_size=8, patch_size=16, patches_per_image=8, progress=False)
+
+
+def _is_crop(image, patch) -> bool:
+    p = patch.shape[-1]
+    windows = image.unfold(0, p, 1).unfold(1, p, 1)
+    return bool((windows == patch).flatten(2).all(-1).any())
+
+
+# -- data ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3])
+def test_patches_shapes_and_range(tmp_path, channels):
+    folder = _make_folder(tmp_path / "f", channels=3, ext="jpg")  # RGB files, read either way
+    data = ImagePatches(folder, patch_size=13, patches_per_image=5, channels=channels, seed=0)
+    assert len(data) == 5 * len(SIZES)
+    assert [tuple(im.shape) for im in data.images] == [(channels, h, w) for h, w in SIZES]
+    batch = torch.stack([data[i] for i in range(len(data))])
+    assert batch.shape == (len(data), channels, 13, 13)
+    assert batch.dtype == torch.float32
+    assert batch.min() >= 0 and batch.max() <= 1 and batch.max() > 0.5
+
+
+def test_patches_determinism_and_augmentation(gray_folder):
+    a = ImagePatches(gray_folder, patch_size=16, patches_per_image=4, seed=3)
+    b = ImagePatches(gray_folder, patch_size=16, patches_per_image=4, seed=3)
+    c = ImagePatches(gray_folder, patch_size=16, patches_per_image=4, seed=4)
+    pa = torch.stack([a[i] for i in range(len(a))])
+    assert torch.equal(pa, torch.stack([b[i] for i in range(len(b))]))
+    assert torch.equal(a[5], a[5])  # an item does not depend on what was read before
+    assert not torch.equal(pa, torch.stack([c[i] for i in range(len(c))]))
+    a.set_epoch(1)
+    assert not torch.equal(pa, torch.stack([a[i] for i in range(len(a))]))
+    # Without augmentation, a patch is a crop of its image.
+    plain = ImagePatches(gray_folder, patch_size=16, patches_per_image=4, augment=False, seed=3)
+    assert all(_is_crop(plain.images[i // 4][0], plain[i][0]) for i in range(len(plain)))
+    # With it, some patch is not (a rotation or flip of a non-symmetric image).
+    found = [_is_crop(a.images[i // 4][0], a[i][0]) for i in range(len(a))]
+    assert not all(found)
+
+
+def test_data_errors(tmp_path, gray_folder):
+    with pytest.raises(ValueError, match="does not exist"):
+        ImagePatches(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images")
+    with pytest.raises(ValueError, match="no image"):
+        ImagePatches(tmp_path / "empty")
+    with pytest.raises(ValueError, match="channels"):
+        ImagePatches(gray_folder, channels=2)
+    with pytest.raises(ValueError, match="larger than"):
+        ImagePatches(gray_folder, patch_size=32)
+    with pytest.raises(ValueError, match="patch_size"):
+        ImagePatches(gray_folder, patch_size=0)
+    with pytest.raises(ValueError, match="channels"):
+        load_images(gray_folder, channels=4)
+    assert len(load_images(gray_folder, max_images=2)) == 2
+
+
+def test_psnr():
+    x = torch.rand(2, 3, 8, 8)
+    y = x + 0.01
+    assert torch.allclose(psnr(y, x), torch.full((2,), 40.0), atol=1e-3)
+    assert psnr(x[0], x[0]).item() == math.inf
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, x[:1])
+
+
+def test_evaluate_psnr_fixed_noise(val_folder):
+    model = _tiny_dncnn().train()
+    images = load_images(val_folder)
+    first = evaluate_psnr(model, images, [25 / 255])
+    assert list(first) == ["25"] and math.isfinite(first["25"])
+    assert evaluate_psnr(model, images, [25 / 255]) == first
+    assert model.training  # the mode is restored
+
+
+# -- training --------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [_tiny_euler, _tiny_dncnn], ids=["euler", "dncnn"])
+def test_loss_decreases(gray_folder, make):
+    model = make()
+    record = train_denoiser(model, gray_folder, epochs=5, lr=1e-2, **FAST)
+    losses = record.train_losses
+    assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
+    assert min(losses[-2:]) < 0.8 * losses[0]  # per-epoch losses are noisy (random sigma)
+    assert not model.training
+    assert record.settings["model"] == type(model).__name__
+    assert [e["epoch"] for e in record.history] == [1, 2, 3, 4, 5]
+    lrs = [e["lr"] for e in record.history]
+    assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_sigma_per_image_and_fixed_levels(gray_folder):
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _tiny_dncnn()
+
+        def forward(self, x, sigma):
+            seen.append(sigma.detach().clone())
+            return self.net(x, sigma)
+
+    levels = [10 / 255, 30 / 255]
+    train_denoiser(Spy(), gray_folder, epochs=1, sigmas=levels, **FAST)
+    assert all(s.shape == (8,) for s in seen)
+    values = torch.cat(seen)
+    assert set(values.tolist()) == set(torch.tensor(levels).tolist())
+    seen.clear()
+    train_denoiser(Spy(), gray_folder, epochs=1, sigma_range=(0.1, 0.2), **FAST)
+    values = torch.cat(seen)
+    assert values.min() >= 0.1 and values.max() <= 0.2 and values.unique().numel() > 8
+
+
+def test_validation_record_and_json(gray_folder, val_folder, tmp_path):
+    record = train_denoiser(
+        _tiny_dncnn(), gray_folder, val_folder, epochs=2, max_val_images=1, **FAST
+    )
+    assert record.settings["n_val_images"] == 1
+    assert len(record.val_psnr) == 2
+    for entry in record.val_psnr:
+        assert list(entry) == ["15", "25", "50"]
+        assert all(math.isfinite(v) for v in entry.values())
+    assert record.certificate is None  # DnCNN: nothing certified
+    path = tmp_path / "record.json"
+    record.to_json(path)
+    assert DenoiserTrainingRecord.from_json(path) == record
+
+
+def test_resume_continues_at_saved_epoch(gray_folder, tmp_path):
+    reference = _tiny_dncnn()
+    train_denoiser(reference, gray_folder, epochs=3, **FAST)
+
+    class Interrupted(Exception):
+        pass
+
+    model = _tiny_dncnn()
+    calls = {"n": 0}
+    forward = model.forward
+
+    def failing_forward(x, sigma=None):
+        calls["n"] += 1
+        if calls["n"] > 2 * 3:  # 3 batches per epoch: fail during epoch 3
+            raise Interrupted
+        return forward(x, sigma)
+
+    model.forward = failing_forward
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Interrupted):
+        train_denoiser(model, gray_folder, epochs=3, checkpoint=ckpt, **FAST)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 2 and len(state["record"]["history"]) == 2
+
+    resumed = _tiny_dncnn()
+    record = train_denoiser(resumed, gray_folder, epochs=3, checkpoint=ckpt, resume=True, **FAST)
+    assert [e["epoch"] for e in record.history] == [1, 2, 3]
+    # The same data, order and noise as the uninterrupted run.
+    for p, q in zip(resumed.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 3
+
+
+def test_euler_certificate_after_training(gray_folder, val_folder, tmp_path):
+    model = _tiny_euler()
+    ckpt = tmp_path / "euler.pt"
+    record = train_denoiser(
+        model, gray_folder, val_folder, epochs=2, lr=2e-2, checkpoint=ckpt, **FAST
+    )
+    cert = record.certificate
+    assert cert is not None
+    assert cert["lipschitz"] <= 1.0
+    assert cert["alpha"] is not None and cert["alpha"] <= model.alpha + 1e-12
+    assert cert["margin"] >= 0
+    assert record.settings["config"] == model.config
+    # The final checkpoint holds the calibrated model and the certificate.
+    state = torch.load(ckpt, weights_only=False)
+    assert state["record"]["certificate"] == cert
+    loaded = EulerDenoiser(**state["config"])
+    loaded.load_state_dict(state["model"])
+    x = torch.rand(1, 1, 19, 23)
+    torch.testing.assert_close(loaded.eval()(x, 0.1), model(x, 0.1))
+
+
+def test_argument_errors(gray_folder):
+    model = _tiny_dncnn()
+    with pytest.raises(ValueError, match="epochs"):
+        train_denoiser(model, gray_folder, epochs=0, **FAST)
+    with pytest.raises(ValueError, match="sigma_range"):
+        train_denoiser(model, gray_folder, epochs=1, sigma_range=(0.2, 0.1), **FAST)
+    with pytest.raises(ValueError, match="sigmas"):
+        train_denoiser(model, gray_folder, epochs=1, sigmas=[], **FAST)
+    with pytest.raises(ValueError, match="lr"):
+        train_denoiser(model, gray_folder, epochs=1, lr=0.0, **FAST)
