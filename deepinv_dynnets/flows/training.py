@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checkpoints import load_training_state, save_training_state
 from .._validation import check_finite, check_positive
 from .base import NeuralFlow
 from .sympflow import SympFlow
@@ -161,25 +162,8 @@ def _fit(
     record = TrainingRecord(settings=settings)
     start = 0
     if checkpoint is not None and resume and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        flow.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        record = TrainingRecord(**state["record"])
-        start = state["epoch"]
-
-    def save(epoch: int) -> None:
-        torch.save(
-            {
-                "model": flow.state_dict(),
-                "config": flow.config,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "record": asdict(record),
-                "epoch": epoch,
-            },
-            checkpoint,
-        )
+        saved, start = load_training_state(checkpoint, flow, optimizer, scheduler)
+        record = TrainingRecord(**saved)
 
     flow.train()
     bar = tqdm(
@@ -204,7 +188,7 @@ def _fit(
         if epoch % 50 == 0:
             bar.set_postfix(loss=f"{entry['loss']:.2e}")
         if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save(epoch + 1)
+            save_training_state(checkpoint, flow, optimizer, scheduler, record, epoch + 1)
     flow.eval()
     return record
 

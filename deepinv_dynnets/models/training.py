@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._checkpoints import load_training_state, save_training_state
 from .._validation import check_positive
 
 __all__ = [
@@ -469,26 +470,14 @@ def train_denoiser(
     record = DenoiserTrainingRecord(settings=settings)
     start = 0
     if checkpoint is not None and resume and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        record = DenoiserTrainingRecord(**state["record"])
-        start = int(state["epoch"])
+        saved, start = load_training_state(checkpoint, model, optimizer, scheduler, device)
+        record = DenoiserTrainingRecord(**saved)
 
     def save(epoch: int) -> None:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "model_class": type(model).__name__,
-                "config": getattr(model, "config", None),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "record": asdict(record),
-                "epoch": epoch,
-            },
-            checkpoint,
-        )
+        save_training_state(
+            checkpoint, model, optimizer, scheduler, record, epoch,
+            model_class=type(model).__name__,
+        )  # fmt: skip
 
     model.train()
     bar = tqdm(
