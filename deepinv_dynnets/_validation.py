@@ -56,3 +56,22 @@ def check_features(x: Tensor, features: int, dim: int, name: str = "x") -> None:
         raise ValueError(
             f"{name} must have {features} entries along its {where}, got shape {tuple(x.shape)}"
         )
+
+
+def check_monotone_grid(t: Tensor, name: str = "t") -> None:
+    """Raise a ``ValueError`` unless ``t`` is a non-empty, real, finite, strictly monotone
+    1-D tensor (an ``odeint`` time grid)."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 1 or t.numel() == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D tensor of times, got shape {tuple(t.shape)}"
+        )
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be a real tensor, got dtype {t.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if t.numel() > 1:
+        step = t[1:] - t[:-1]
+        if not (bool((step > 0).all()) or bool((step < 0).all())):
+            raise ValueError(f"{name} must be strictly increasing or strictly decreasing")

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_monotone_grid
 from .symplectic import check_phase_space
 
 __all__ = ["NeuralFlow", "check_time_grid"]
@@ -19,10 +20,7 @@ def check_time_grid(t: Tensor, y0: Tensor) -> None:
     :param torch.Tensor t: the grid: 1-D, finite, strictly monotone, ``y0``'s dtype and device.
     :param torch.Tensor y0: the initial state.
     """
-    if not isinstance(t, Tensor):
-        raise ValueError(f"t must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 1 or t.numel() == 0:
-        raise ValueError(f"t must be a non-empty 1-D tensor of times, got shape {tuple(t.shape)}")
+    check_monotone_grid(t)
     if t.dtype != y0.dtype:
         raise ValueError(
             f"t has dtype {t.dtype} but y0 has dtype {y0.dtype}; pass t.to(y0) to match them"
@@ -31,12 +29,6 @@ def check_time_grid(t: Tensor, y0: Tensor) -> None:
         raise ValueError(
             f"t is on {t.device} but y0 is on {y0.device}; pass t.to(y0) to match them"
         )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t contains NaN or Inf values")
-    if t.numel() > 1:
-        diff = t[1:] - t[:-1]
-        if not (bool((diff > 0).all()) or bool((diff < 0).all())):
-            raise ValueError("t must be strictly increasing or strictly decreasing")
 
 
 class NeuralFlow(nn.Module, ABC):

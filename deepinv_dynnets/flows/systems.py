@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .._validation import check_positive, check_positive_int
+from .._validation import check_monotone_grid, check_positive, check_positive_int
 from .symplectic import apply_J, check_phase_space
 
 __all__ = ["HamiltonianSystem", "HarmonicOscillator", "HenonHeiles", "Pendulum", "Kepler"]
@@ -71,22 +71,6 @@ def _rejection_sample(
         f"rejection sampling accepted only {n_kept} of {n_proposed} proposals, "
         f"fewer than the {n} requested; the sampling domain is too small"
     )
-
-
-def _check_times(t: Tensor) -> None:
-    """Raise a ``ValueError`` unless ``t`` is a finite, strictly monotone 1-D tensor."""
-    if not isinstance(t, Tensor):
-        raise ValueError(f"t must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 1 or t.numel() == 0:
-        raise ValueError(f"t must be a non-empty 1-D tensor of times, got shape {tuple(t.shape)}")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"t must be a real tensor, got dtype {t.dtype}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t contains NaN or Inf values")
-    if t.numel() > 1:
-        dt = t[1:] - t[:-1]
-        if not (bool((dt > 0).all()) or bool((dt < 0).all())):
-            raise ValueError("t must be strictly increasing or strictly decreasing")
 
 
 class HamiltonianSystem(torch.nn.Module, ABC):
@@ -285,7 +269,7 @@ class HamiltonianSystem(torch.nn.Module, ABC):
             True
         """
         check_phase_space(y0, "y0", dim=self.dim)
-        _check_times(t)
+        check_monotone_grid(t)
         check_positive(rtol, "rtol")
         check_positive(atol, "atol")
         with torch.no_grad():
