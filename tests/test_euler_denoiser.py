@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from deepinv_dynnets.lipschitz.averagedness import compose_averaged
 from deepinv_dynnets.lipschitz.certificates import certify
 from deepinv_dynnets.lipschitz.operator_norms import conv2d_norm_bound
-from deepinv_dynnets.models import PRETRAINED, EulerDenoiser
+from deepinv_dynnets.models import PRETRAINED, AveragedEulerBlock, EulerDenoiser
 from deepinv_dynnets.models.euler_denoiser import _block_alpha
 
 SIGMAS = [0.0, 0.05, 0.3]
@@ -81,6 +81,28 @@ def test_step_control_holds_during_training(large_weights):
         model(torch.rand(1, 1, 5, 5, dtype=torch.float64), 0.1)
     cert = certify(model)
     assert cert.margin > 0 and cert.alpha <= model.alpha
+
+
+def test_power_estimate_and_its_gradient_match_the_fft_symbol():
+    torch.manual_seed(3)
+    block = AveragedEulerBlock(width=5, hidden=7, kernel_size=3, power_grid=16).double()
+    block.refresh_nu(200)  # converged vectors
+    vectors = block.power_vectors.clone()
+    value = block._estimate_nu(0)
+    (grad,) = torch.autograd.grad(value, block.weight)
+    # reference: the symbol by FFT, the same vectors, autograd through the FFT
+    weight = block.weight.detach().clone().requires_grad_(True)
+    symbol = torch.fft.rfft2(weight, s=(16, 16)).permute(2, 3, 0, 1)
+    v = torch.view_as_complex(vectors.contiguous())
+    ref = (
+        block.nu_factor
+        * (torch.linalg.vector_norm(symbol @ v.unsqueeze(-1), dim=(-2, -1)) ** 2).max()
+    )
+    (ref_grad,) = torch.autograd.grad(ref, weight)
+    assert float(value) == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    svd_max = torch.linalg.svdvals(symbol.detach()).max() ** 2
+    assert float(value) / block.nu_factor == pytest.approx(float(svd_max), rel=1e-8)
 
 
 def test_calibrate_certifies_the_target_even_with_a_bad_estimate(large_weights):

@@ -148,24 +148,55 @@ class AveragedEulerBlock(nn.Module):
         """kappa c_P^2 times the per-frequency power estimate of max_j ||A(w_j)||^2.
 
         The iterations run under no_grad; the returned value is differentiable in the
-        weight (vectors fixed), as in spectral normalisation.
+        weight (vectors fixed), as in spectral normalisation. The symbol is never formed:
+        A(w) v = sum_t exp(-i w.t) A_t v is one real matrix product with the stacked taps
+        A_t for all frequencies at once (batched
+        complex products and autograd through an FFT are slow on CPU); only the maximising
+        frequency carries a gradient.
         """
-        p = self.power_grid
-        symbol = torch.fft.rfft2(self.weight, s=(p, p)).permute(2, 3, 0, 1)  # (P, P/2+1, o, i)
+        p, k = self.power_grid, self.kernel_size
+        out_ch, in_ch = self.weight.shape[:2]
+        taps = torch.arange(k, dtype=self.weight.dtype, device=self.weight.device)
+        rows = torch.arange(p, dtype=taps.dtype, device=taps.device)
+        cols = torch.arange(p // 2 + 1, dtype=taps.dtype, device=taps.device)
+        # angle[j, t] = 2 pi (j1 a + j2 b) / P for frequency j = (j1, j2) and tap t = (a, b)
+        angle = (2 * math.pi / p) * (
+            rows.view(-1, 1, 1, 1) * taps.view(1, 1, k, 1)
+            + cols.view(1, -1, 1, 1) * taps.view(1, 1, 1, k)
+        ).reshape(-1, k * k, 1)
+        cos, sin = torch.cos(angle), torch.sin(angle)
         with torch.no_grad():
-            v = torch.view_as_complex(self.power_vectors.to(symbol.real.dtype).contiguous())
-            s = symbol.detach()
-            s_adjoint = s.mH.contiguous()  # a lazy conj-transpose view is much slower in @
+            weight = self.weight.detach()
+            forward_taps = weight.permute(2, 3, 0, 1).reshape(k * k * out_ch, in_ch).T
+            adjoint_taps = weight.permute(0, 2, 3, 1).reshape(out_ch, k * k * in_ch)
+            n_freq = angle.shape[0]
+
+            def apply(vr, vi, taps_matrix, sign):
+                # sum_t exp(sign * i angle_t) A_t v, A_t taken from taps_matrix
+                av = (torch.cat((vr, vi)) @ taps_matrix).view(2, n_freq, k * k, -1)
+                return (
+                    (cos * av[0] - sign * sin * av[1]).sum(1),
+                    (cos * av[1] + sign * sin * av[0]).sum(1),
+                )
+
+            vr, vi = self.power_vectors.to(weight.dtype).reshape(n_freq, in_ch, 2).unbind(-1)
             for _ in range(n_iter):
-                w = (s_adjoint @ (s @ v.unsqueeze(-1))).squeeze(-1)
-                n = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
-                v = torch.where(n > 0, w / n.clamp_min(torch.finfo(n.dtype).tiny), v)
-            v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(
-                torch.finfo(v.real.dtype).tiny
-            )
-            self.power_vectors.copy_(torch.view_as_real(v))
-        sq = torch.linalg.vector_norm(symbol @ v.unsqueeze(-1), dim=(-2, -1)) ** 2
-        return self.nu_factor * sq.max()
+                wr, wi = apply(*apply(vr, vi, forward_taps, -1), adjoint_taps, 1)
+                n = (wr.square() + wi.square()).sum(dim=1, keepdim=True).sqrt()
+                keep = n > 0
+                n = n.clamp_min(torch.finfo(n.dtype).tiny)
+                vr, vi = torch.where(keep, wr / n, vr), torch.where(keep, wi / n, vi)
+            n = (vr.square() + vi.square()).sum(dim=1, keepdim=True).sqrt()
+            n = n.clamp_min(torch.finfo(n.dtype).tiny)
+            vr, vi = vr / n, vi / n
+            self.power_vectors.copy_(torch.stack((vr, vi), -1).view_as(self.power_vectors))
+            ur, ui = apply(vr, vi, forward_taps, -1)
+            j = int((ur.square() + ui.square()).sum(dim=1).argmax())
+        # The same value at frequency j, as a differentiable function of the weight.
+        w = self.weight.reshape(out_ch, in_ch, k * k)
+        re, im = w @ cos[j, :, 0], -(w @ sin[j, :, 0])
+        value = (re @ vr[j] - im @ vi[j]).square().sum() + (re @ vi[j] + im @ vr[j]).square().sum()
+        return self.nu_factor * value
 
     @torch.no_grad()
     def refresh_nu(self, n_iter: int = _REFRESH_ITERS) -> None:
