@@ -254,3 +254,15 @@ def test_argument_errors(gray_folder):
         train_denoiser(model, gray_folder, epochs=1, sigmas=[], **FAST)
     with pytest.raises(ValueError, match="lr"):
         train_denoiser(model, gray_folder, epochs=1, lr=0.0, **FAST)
+
+
+def test_holdout_images_are_left_out_and_validate(gray_folder):
+    n = len(SIZES)
+    assert len(load_images(gray_folder, exclude=["img0.*"])) == n - 1
+    assert len(load_images(gray_folder, only=["img0.*", "img1.*"])) == 2
+    record = train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, holdout=["img0.png"], **FAST)
+    assert record.settings["n_train_images"] == n - 1
+    assert record.settings["n_val_images"] == 1 and record.settings["holdout"] == ["img0.png"]
+    assert list(record.history[0]["val_psnr"]) == ["15", "25", "50"]
+    with pytest.raises(ValueError, match="no image"):
+        train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, holdout=["img*"], **FAST)

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "DenoiserTrainingRecord",
     "ImagePatches",
     "load_images",
+    "load_image",
     "psnr",
     "evaluate_psnr",
     "train_denoiser",
@@ -57,13 +59,19 @@ def _check_channels(channels) -> int:
 
 
 def load_images(
-    folder: str | Path, channels: int = 1, max_images: int | None = None
+    folder: str | Path,
+    channels: int = 1,
+    max_images: int | None = None,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] | None = None,
 ) -> list[Tensor]:
     r"""Read the PNG/JPEG images of ``folder`` (not its sub-folders), in name order.
 
     :param str | pathlib.Path folder: the folder.
     :param int channels: 1 (converted to grayscale) or 3 (converted to RGB).
     :param int | None max_images: read only the first ones (``None``: all).
+    :param exclude: file-name patterns (``fnmatch``, e.g. ``"kodak_2[1-4].png"``) to skip.
+    :param only: if given, read only the files matching one of these patterns.
     :return: float32 tensors ``(channels, H, W)`` with values in :math:`[0, 1]`.
     :raises ValueError: the folder is missing or holds no image, or ``channels`` is not 1
         or 3.
@@ -83,7 +91,12 @@ def load_images(
     if not folder.is_dir():
         raise ValueError(f"image folder {str(folder)!r} does not exist or is not a folder")
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(fnmatch(p.name, pattern) for pattern in exclude)
+        and (only is None or any(fnmatch(p.name, pattern) for pattern in only))
     )
     if max_images is not None:
         if max_images < 1:
@@ -93,14 +106,34 @@ def load_images(
         raise ValueError(
             f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in folder {str(folder)!r}"
         )
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for p in files:
-        with Image.open(p) as im:
-            array = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-        t = torch.from_numpy(array.copy())
-        images.append(t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous())
-    return images
+    return [load_image(p, channels) for p in files]
+
+
+def load_image(path: str | Path, channels: int = 1) -> Tensor:
+    r"""Read one PNG/JPEG image as a float32 tensor ``(channels, H, W)`` in :math:`[0, 1]`.
+
+    :param str | pathlib.Path path: the file.
+    :param int channels: 1 (converted to grayscale) or 3 (converted to RGB).
+    :raises ValueError: the file is missing or not an image, or ``channels`` is not 1 or 3.
+
+    :Examples:
+
+        >>> import tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from deepinv_dynnets.models.training import load_image
+        >>> path = tempfile.mkdtemp() + "/a.png"
+        >>> Image.fromarray(np.zeros((5, 7), np.uint8)).save(path)
+        >>> load_image(path, channels=3).shape
+        torch.Size([3, 5, 7])
+    """
+    channels = _check_channels(channels)
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
+    t = torch.from_numpy(array / 255.0)
+    return t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous()
 
 
 class ImagePatches(torch.utils.data.Dataset):
@@ -120,6 +153,7 @@ class ImagePatches(torch.utils.data.Dataset):
     :param int channels: 1 (grayscale) or 3 (RGB).
     :param bool augment: random flips and rotations by multiples of 90 degrees.
     :param int | None seed: seed of the crops and augmentations.
+    :param exclude: file-name patterns of images to leave out (see :func:`load_images`).
     :raises ValueError: missing or empty folder, bad ``channels``, an image smaller than
         ``patch_size``.
 
@@ -143,12 +177,13 @@ class ImagePatches(torch.utils.data.Dataset):
         channels: int = 1,
         augment: bool = True,
         seed: int | None = None,
+        exclude: Sequence[str] = (),
     ):
         channels = _check_channels(channels)
         for name, value in (("patch_size", patch_size), ("patches_per_image", patches_per_image)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.images = load_images(folder, channels)
+        self.images = load_images(folder, channels, exclude=exclude)
         small = [tuple(im.shape[1:]) for im in self.images if min(im.shape[1:]) < patch_size]
         if small:
             raise ValueError(
@@ -221,6 +256,7 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return (-10 * torch.log10(mse)).to(x.dtype)
 
 
+@torch.no_grad()
 @torch.no_grad()
 def evaluate_psnr(
     model: nn.Module,
@@ -345,6 +381,7 @@ def train_denoiser(
     max_val_images: int | None = None,
     grad_clip: float | None = 1.0,
     num_workers: int = 0,
+    holdout: Sequence[str] = (),
 ) -> DenoiserTrainingRecord:
     r"""Train a denoiser on noisy/clean patches with the MSE loss.
 
@@ -399,6 +436,8 @@ def train_denoiser(
     :param int | None max_val_images: use only the first validation images.
     :param float | None grad_clip: maximal gradient norm, ``None`` for no clipping.
     :param int num_workers: ``DataLoader`` workers.
+    :param holdout: file-name patterns of ``train_folder`` images left out of training
+        (e.g. ``["kodak_2[1-4].png"]``); without ``val_folder`` they are the validation set.
     :return: the :class:`DenoiserTrainingRecord`.
 
     :Examples:
@@ -439,8 +478,16 @@ def train_denoiser(
     if any(not math.isfinite(s) or s < 0 for s in val_levels):
         raise ValueError(f"val_sigmas must be finite and >= 0, got {val_sigmas!r}")
 
-    data = ImagePatches(train_folder, patch_size, patches_per_image, channels, True, seed)
-    val_images = None if val_folder is None else load_images(val_folder, channels, max_val_images)
+    holdout = [str(h) for h in holdout]
+    data = ImagePatches(
+        train_folder, patch_size, patches_per_image, channels, True, seed, exclude=holdout
+    )
+    if val_folder is not None:
+        val_images = load_images(val_folder, channels, max_val_images)
+    elif holdout:
+        val_images = load_images(train_folder, channels, max_val_images, only=holdout)
+    else:
+        val_images = None
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
     settings = dict(
@@ -448,6 +495,7 @@ def train_denoiser(
         config=getattr(model, "config", None),
         train_folder=str(train_folder),
         val_folder=None if val_folder is None else str(val_folder),
+        holdout=holdout,
         channels=channels,
         epochs=int(epochs),
         batch_size=int(batch_size),
