@@ -3,7 +3,7 @@
 Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
 """
 
-from . import dynamics, flows, lipschitz, models, systems
+from . import dynamics, flows, lipschitz, models, pnp, systems
 from .dynamics import (
     EulerStep,
     FlowNetwork,
@@ -16,7 +16,8 @@ from .dynamics import (
 )
 from .flows import SympFlow
 from .lipschitz import certify
-from .models import EulerDenoiser
+from .models import EulerDenoiser, RelaxedDenoiser
+from .pnp import ConvergenceMonitor, convergent_pnp, pnp_certificate
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,11 @@ __all__ = [
     "SympFlow",
     "EulerDenoiser",
     "certify",
+    "RelaxedDenoiser",
+    "convergent_pnp",
+    "pnp_certificate",
+    "ConvergenceMonitor",
+    "pnp",
     "models",
     "lipschitz",
     "EulerStep",
