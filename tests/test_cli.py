@@ -8,17 +8,19 @@ import pytest
 
 from deepinv_dynnets.cli import build_parser, main
 
+SUBCOMMANDS = ["demo", "rollout", "train-sympflow", "train-denoiser", "deblur", "certify"]
+
 
 def test_help_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("demo", "rollout", "train-sympflow", "train-denoiser"):
+    for name in SUBCOMMANDS:
         assert name in out
 
 
-@pytest.mark.parametrize("name", ["demo", "rollout", "train-sympflow", "train-denoiser"])
+@pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_each_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([name, "--help"])
@@ -178,3 +180,54 @@ def test_train_denoiser_errors_on_a_missing_folder(tmp_path, capsys):
     assert main(["train-denoiser", "--data", str(tmp_path / "nope"), "--quiet",
                  "--out", str(tmp_path / "o")]) == 2  # fmt: skip
     assert "dynnets: error:" in capsys.readouterr().err
+
+
+def _tiny_denoisers(tmp_path):
+    import deepinv as dinv
+
+    from deepinv_dynnets import EulerDenoiser
+    from deepinv_dynnets.models import save_dncnn
+
+    euler = tmp_path / "euler.pt"
+    EulerDenoiser(width=4, hidden=4, n_blocks=2).save(euler)
+    dncnn = tmp_path / "dncnn.pt"
+    config = dict(in_channels=1, out_channels=1, depth=3, nf=4)
+    save_dncnn(dinv.models.DnCNN(**config, pretrained=None), dncnn, config)
+    return euler, dncnn
+
+
+def test_deblur_on_the_builtin_image_and_a_file(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    euler, dncnn = _tiny_denoisers(tmp_path)
+    out = tmp_path / "out"
+    args = ["deblur", "--denoiser", str(euler), "--size", "24", "--max-iter", "4",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "convergence: GUARANTEED" in text and "PSNR: blurred" in text
+    assert (out / "deblurred.png").is_file() and (out / "deblur.png").is_file()
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((30, 28, 3)) * 255).astype("uint8")).save(
+        image
+    )
+    kernels = tmp_path / "k.npz"
+    np.savez(kernels, kernel_0=np.ones((3, 5)))
+    args = ["deblur", "--input", str(image), "--kernel", str(kernels), "--kernel-name",
+            "kernel_0", "--denoiser", str(dncnn), "--max-iter", "3", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert "NOT guaranteed" in capsys.readouterr().out  # DnCNN has no certificate
+    assert main(["deblur", "--kernel", "nope.npy", "--out", str(out)]) == 2
+    assert main(["deblur", "--size", "4000", "--denoiser", str(euler)]) == 2
+    assert "dynnets: error:" in capsys.readouterr().err
+
+
+def test_certify_prints_the_table_and_rejects_uncertified_weights(tmp_path, capsys):
+    euler, dncnn = _tiny_denoisers(tmp_path)
+    assert main(["certify", "--weights", str(euler)]) == 0
+    assert "Lipschitz <= 1" in capsys.readouterr().out
+    assert main(["certify", "--weights", str(dncnn)]) == 2
+    assert "no certificate" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["certify", "--weights", str(tmp_path / "bad.pt")]) == 2
