@@ -122,10 +122,13 @@ def test_rollout_writes_a_figure(tmp_path, capsys):
 
 
 def test_demo_runs_on_tiny_settings(tmp_path, capsys):
-    assert main(["demo", "--n", "4", "--n-timing", "20", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--n", "4", "--n-timing", "20", "--size", "32", "--max-iter", "3",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "faster" in out and "det J - 1" in out
+    assert "convergence: GUARANTEED" in out and "PSNR: blurred" in out
     assert (tmp_path / "henon_heiles_rollout.png").is_file()
+    assert (tmp_path / "pnp_deblur.png").is_file()
 
 
 def test_errors_exit_non_zero_with_one_line(tmp_path):
