@@ -105,6 +105,18 @@ def test_power_estimate_and_its_gradient_match_the_fft_symbol():
     assert float(value.detach()) / block.nu_factor == pytest.approx(float(svd_max), rel=1e-8)
 
 
+@pytest.mark.parametrize("n_blocks", [1, 3])
+def test_forward_equals_the_explicit_lift_blocks_projection(n_blocks, large_weights):
+    model = large_weights(_small(in_channels=2, n_blocks=n_blocks)).double().eval()
+    x = torch.randn(3, 2, 9, 7, dtype=torch.float64)
+    with torch.no_grad():
+        z = torch.cat([x, torch.zeros(3, model.blocks[0].width - 2, 9, 7, dtype=x.dtype)], 1)
+        sigma = torch.full((3,), 0.1, dtype=x.dtype)
+        for block in model.blocks:  # full width in and out
+            z = block(z, sigma)
+        assert torch.allclose(model(x, 0.1), z[:, :2], rtol=0, atol=1e-12)
+
+
 def test_calibrate_certifies_the_target_even_with_a_bad_estimate(large_weights):
     model = large_weights(_small()).double().eval()
     model.step_sizes()  # estimate nu

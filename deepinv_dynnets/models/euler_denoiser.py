@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import Tensor, nn
 
-from ..dynamics.network import Truncation, ZeroPadLift
 from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.operator_norms import ROUNDOFF_MARGIN, conv2d_norm_bound, grid_correction
 
@@ -253,15 +252,25 @@ class AveragedEulerBlock(nn.Module):
         self._cold = True  # the power vectors belong to the weights held before loading
 
     # -- the layer -----------------------------------------------------------------------
-    def forward(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | None = None, keep: int | None = None) -> Tensor:
+        """Apply the layer.
+
+        ``x`` may carry only the first ``c <= width`` channels, the others being zero (as
+        after a zero lift), and ``keep`` asks for the first ``keep`` output channels only:
+        both skip the products with the zero or discarded channels, exactly.
+        """
         h = 2 * self.alpha * torch.sigmoid(self.theta) / self._current_nu()
         bias = self.bias.view(1, -1, 1, 1)
         if self.sigma_weight is not None and sigma is not None:
             bias = bias + sigma.view(-1, 1, 1, 1) * self.sigma_weight.view(1, -1, 1, 1)
         pad = self.kernel_size // 2
-        z = F.conv2d(x, self.weight, padding=pad) + bias
+        c = x.shape[1]
+        z = F.conv2d(x, self.weight[:, :c], padding=pad) + bias
         z = F.leaky_relu(z, self.negative_slope) if self.negative_slope else F.relu(z)
-        return x - h * F.conv_transpose2d(z, self.weight, padding=pad)
+        out = self.width if keep is None else keep
+        update = F.conv_transpose2d(z, self.weight[:, :out], padding=pad)
+        x = F.pad(x, (0, 0, 0, 0, 0, out - c)) if c < out else x[:, :out]
+        return x - h * update
 
 
 class EulerDenoiser(Denoiser):
@@ -422,7 +431,6 @@ class EulerDenoiser(Denoiser):
         self.alpha = float(alpha)
         self.sigma_conditioning = bool(sigma_conditioning)
         self.block_alpha = _block_alpha(self.alpha, int(n_blocks))
-        self.lift = ZeroPadLift(self.in_channels, int(width), dim=-3)
         self.blocks = nn.ModuleList(
             AveragedEulerBlock(
                 int(width),
@@ -438,7 +446,6 @@ class EulerDenoiser(Denoiser):
             )
             for _ in range(int(n_blocks))
         )
-        self.project = Truncation(self.in_channels, dim=-3)
 
         if pretrained is not None:
             self._load(_resolve_pretrained(pretrained, self.in_channels))
@@ -474,10 +481,12 @@ class EulerDenoiser(Denoiser):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values")
         sigma = self._check_sigma(sigma, x)
-        z = self.lift(x)
-        for block in self.blocks:
-            z = block(z, sigma)
-        return self.project(z)
+        # P N L x without multiplying by the lift's zero channels or computing the channels
+        # that P discards: the first block reads C channels, the last one writes C.
+        z, last = x, len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            z = block(z, sigma, keep=self.in_channels if i == last else None)
+        return z
 
     def _check_sigma(self, sigma, x: Tensor) -> Tensor | None:
         if sigma is None:
