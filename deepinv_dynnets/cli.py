@@ -297,6 +297,9 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
         }
         save_dncnn(model, out / "model.pt", config, **summary)
     record.to_json(out / "record.json")
+    # the record with how it was made: the model card of shipped weights
+    card = json.loads((out / "record.json").read_text()) | summary
+    (out / "record.json").write_text(json.dumps(card, indent=2))
     print(f"trained {args.model} in {record.wall_time_s:.1f} s; validation PSNR: {record.val_psnr}")
     print(f"wrote {out / 'model.pt'} and {out / 'record.json'}")
 

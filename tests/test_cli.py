@@ -171,6 +171,8 @@ def test_train_denoiser_on_a_tiny_folder(tmp_path, model, capsys):
     assert main(args) == 0
     record = json.loads((out / "record.json").read_text())
     assert set(record["history"][-1]["val_psnr"]) == {"15", "25", "50"}
+    assert record["command"].startswith("dynnets train-denoiser --data")
+    assert record["wall_time_s"] > 0 and "thread" in record["hardware"]
     if model == "euler":
         from deepinv_dynnets import EulerDenoiser, certify
 

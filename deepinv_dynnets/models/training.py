@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -339,10 +339,10 @@ class DenoiserTrainingRecord:
 
     @classmethod
     def from_json(cls, path: str | Path) -> DenoiserTrainingRecord:
-        """Read a record written by :meth:`to_json`."""
+        """Read a record written by :meth:`to_json` (other keys, such as the training
+        command that ``dynnets train-denoiser`` adds, are ignored)."""
         data = json.loads(Path(path).read_text())
-        data.pop("seconds_per_epoch", None)
-        return cls(**data)
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def _certificate_summary(model: nn.Module) -> dict | None:
