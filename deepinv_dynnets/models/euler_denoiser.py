@@ -91,6 +91,8 @@ class AveragedEulerBlock(nn.Module):
     :param float safety: :math:`\kappa \ge 1`.
     :param int n_power_iter: power iterations per training forward.
     :param int power_grid: :math:`P`, the frequency grid of the estimate.
+    :param float step_init: initial :math:`\operatorname{sigmoid}(\theta)`, the fraction of
+        the largest allowed step, in :math:`(0, 1)`.
 
     :Examples:
 
@@ -113,8 +115,11 @@ class AveragedEulerBlock(nn.Module):
         safety: float = 1.05,
         n_power_iter: int = 1,
         power_grid: int | None = None,
+        step_init: float = 0.95,
     ):
         super().__init__()
+        if not 0 < step_init < 1:
+            raise ValueError(f"step_init must lie in (0, 1), got {step_init!r}")
         self.width, self.hidden, self.kernel_size = width, hidden, kernel_size
         self.alpha = float(alpha)
         self.negative_slope = float(negative_slope) if activation == "leaky_relu" else 0.0
@@ -127,7 +132,9 @@ class AveragedEulerBlock(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
         self.sigma_weight = nn.Parameter(torch.zeros(hidden)) if sigma_conditioning else None
-        self.theta = nn.Parameter(torch.zeros(()))
+        # sigmoid(theta) = step_init: start near the largest allowed step; from 1/2 Adam
+        # needs thousands of steps to get there (the step is the layer's strength).
+        self.theta = nn.Parameter(torch.tensor(math.log(step_init / (1 - step_init))))
         # Per-frequency vectors of the power iteration, kept between calls as real (re, im)
         # pairs so that .to(dtype) works. They are not saved (they would dominate the
         # checkpoint's size): after loading they are "cold" and the next refresh of nu runs
@@ -351,6 +358,10 @@ class EulerDenoiser(Denoiser):
     :param float safety: :math:`\kappa \ge 1`.
     :param int n_power_iter: power iterations per training forward (``>= 1``).
     :param int | None power_grid: :math:`P`; ``None`` for :math:`\max(8, 32(k-1))`.
+    :param float step_init: initial :math:`\operatorname{sigmoid}(\theta_i)`: each step
+        starts at this fraction of its largest allowed value (default 0.95; starting at 1/2
+        left the trained steps near 0.63 after 800 Adam steps and cost about 0.9 dB of
+        training loss after 40 steps in our measurements).
     :param str | pathlib.Path | None pretrained: ``None`` (random init), a path to a file
         written by :meth:`save`, or a name in :data:`PRETRAINED` (``"default"``: no weights
         are shipped in this version, so it raises a ``ValueError``). Loading checks that the
@@ -386,6 +397,7 @@ class EulerDenoiser(Denoiser):
         safety: float = 1.05,
         n_power_iter: int = 1,
         power_grid: int | None = None,
+        step_init: float = 0.95,
         pretrained: str | Path | None = None,
         device: torch.device | str | None = None,
     ):
@@ -426,6 +438,7 @@ class EulerDenoiser(Denoiser):
             "safety": float(safety),
             "n_power_iter": int(n_power_iter),
             "power_grid": None if power_grid is None else int(power_grid),
+            "step_init": float(step_init),
         }
         self.in_channels = int(in_channels)
         self.alpha = float(alpha)
@@ -443,6 +456,7 @@ class EulerDenoiser(Denoiser):
                 safety,
                 n_power_iter,
                 power_grid,
+                step_init,
             )
             for _ in range(int(n_blocks))
         )
