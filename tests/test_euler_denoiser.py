@@ -225,12 +225,34 @@ def test_corrupt_foreign_and_mismatched_files(tmp_path):
         _small(pretrained=tmp_path / "missing.pt")
 
 
-def test_default_weights_are_not_shipped_yet():
-    assert "default" in PRETRAINED
-    with pytest.raises(ValueError, match="not shipped in this version"):
-        EulerDenoiser(pretrained="default")
-    with pytest.raises(ValueError, match="not shipped in this version"):
-        EulerDenoiser.from_pretrained("default", in_channels=3)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shipped_weights_are_certified_and_averaged(channels):
+    model = EulerDenoiser(in_channels=channels, pretrained="default").double()
+    cert = certify(model)
+    assert cert.lipschitz <= 1 and cert.alpha is not None and cert.alpha <= model.alpha
+    assert cert.margin > 0
+    alpha = cert.alpha
+    torch.manual_seed(1)
+    x = torch.rand(8, channels, 16, 16, dtype=torch.float64)
+    y = torch.cat([x[:4] + 0.02 * torch.randn_like(x[:4]), torch.rand_like(x[4:])])
+    for sigma in (5 / 255, 25 / 255, 50 / 255):
+        with torch.no_grad():
+            dx, dy = model(x, sigma), model(y, sigma)
+        dist = (x - y).flatten(1).norm(dim=1)
+        assert bool(((dx - dy).flatten(1).norm(dim=1) <= dist * (1 + 1e-12)).all())
+        tx, ty = (dx - (1 - alpha) * x) / alpha, (dy - (1 - alpha) * y) / alpha
+        assert bool(((tx - ty).flatten(1).norm(dim=1) <= dist * (1 + 1e-10)).all())
+
+
+def test_shipped_weights_errors():
+    assert set(PRETRAINED["default"]) == {1, 3}
+    with pytest.raises(ValueError, match="in_channels in \\[1, 3\\], not 2"):
+        EulerDenoiser(in_channels=2, pretrained="default")
+    model = EulerDenoiser(in_channels=1, pretrained="default")
+    with pytest.raises(ValueError, match="1 channel"):
+        model(torch.rand(1, 3, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="different architecture"):
+        EulerDenoiser(in_channels=1, width=32, pretrained="default")
 
 
 def test_device_argument(device):

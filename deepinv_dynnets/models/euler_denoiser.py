@@ -363,8 +363,9 @@ class EulerDenoiser(Denoiser):
         left the trained steps near 0.63 after 800 Adam steps and cost about 0.9 dB of
         training loss after 40 steps in our measurements).
     :param str | pathlib.Path | None pretrained: ``None`` (random init), a path to a file
-        written by :meth:`save`, or a name in :data:`PRETRAINED` (``"default"``: no weights
-        are shipped in this version, so it raises a ``ValueError``). Loading checks that the
+        written by :meth:`save`, or a name in :data:`PRETRAINED` (``"default"``: the shipped
+        weights for 1 or 3 channels, see the model cards; they fix the architecture, so
+        leave the other arguments at their defaults). Loading checks that the
         checkpoint's architecture is this one, loads with ``strict=True`` and calls
         ``.eval()``.
     :param torch.device | str | None device: where to put the model.
@@ -633,14 +634,15 @@ def _cpu_state(state: dict) -> dict:
 def _resolve_pretrained(pretrained: str | Path, in_channels: int) -> Path:
     if isinstance(pretrained, str) and pretrained in PRETRAINED:
         files = PRETRAINED[pretrained]
-        path = _WEIGHTS / files.get(in_channels, f"<no file for {in_channels} channels>")
-        if in_channels not in files or not path.is_file():
+        if in_channels not in files:
             raise ValueError(
-                f"pretrained={pretrained!r}: EulerDenoiser weights are not shipped in this "
-                f"version of deepinv-dynnets (no {path.name} in {_WEIGHTS}). Pass "
-                f"pretrained=None and train the model, or the path of a checkpoint written "
-                f"by EulerDenoiser.save."
+                f"pretrained={pretrained!r} has weights for in_channels in "
+                f"{sorted(files)}, not {in_channels}: pass pretrained=None and train the "
+                f"model, or the path of a checkpoint written by EulerDenoiser.save"
             )
+        path = _WEIGHTS / files[in_channels]
+        if not path.is_file():
+            raise ValueError(f"the shipped weights {path} are missing: reinstall the package")
         return path
     if not isinstance(pretrained, (str, Path)):
         raise ValueError(f"pretrained must be None, a name or a path, got {pretrained!r}")

@@ -130,6 +130,8 @@ results = {
     "DnCNN PnP (no certificate)": x_dncnn,
     f"TV (lambda = {best[1]})": best[2],
 }
+for name, img in results.items():
+    print(f"{name:28s} {psnr(img.clamp(0, 1), x).item():.2f} dB")
 fig, axes = plt.subplots(1, 5, figsize=(16, 3.8))
 axes[0].imshow(x[0, 0], cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("ground truth")

@@ -14,7 +14,12 @@ towards the denoiser's fixed points, with steps that never grow,
 A DnCNN has no such guarantee: its repeated application can drift. This is the
 experiment of :footcite:t:`sherry2024designing` with the weights shipped in this
 package: the Euler denoiser and a DnCNN trained by the same script, on the same data,
-with the same schedule (see :doc:`/user_guide/model_cards`).
+with the same budget (see :doc:`/user_guide/model_cards`).
+
+Both lose detail as they are applied again and again (a denoiser is not a projection: it
+keeps smoothing, and the PSNR falls for both). What differs is whether the sequence
+settles: the Euler denoiser's steps :math:`\|x_{k+1} - x_k\|` can only shrink, so the
+iterates converge to one of its fixed points; the DnCNN's steps are free to grow.
 """
 
 import matplotlib.pyplot as plt
