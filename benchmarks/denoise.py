@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from deepinv_dynnets import EulerDenoiser, certify
+from deepinv_dynnets.cli import cpu_name
 from deepinv_dynnets.models import load_dncnn, load_images, psnr
 
 HERE = Path(__file__).resolve().parent
@@ -54,16 +54,6 @@ def throughput(model, channels: int, batch: int = 4, size: int = 256, repeats: i
     return batch * size * size / statistics.median(times) / 1e6
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder of test images (e.g. Set12)")
@@ -89,7 +79,7 @@ def main() -> None:
         "data": str(args.data),
         "n_images": len(images),
         "sigmas": sigmas,
-        "hardware": f"{_cpu_name()}, {args.threads} thread(s)",
+        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
         "torch": torch.__version__,
         "certificate": {"lipschitz": cert.lipschitz, "alpha": cert.alpha, "method": cert.method},
         "models": {},

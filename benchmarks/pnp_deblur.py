@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepinv_dynnets import EulerDenoiser, convergent_pnp
+from deepinv_dynnets.cli import cpu_name
 from deepinv_dynnets.models import load_dncnn, load_images, psnr
 
 HERE = Path(__file__).resolve().parent
@@ -40,16 +40,6 @@ def _crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-5):
@@ -160,7 +150,7 @@ def main() -> None:
         )
     results = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "hardware": f"{_cpu_name()}, {args.threads} thread(s)",
+        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
         "torch": torch.__version__,
         "summary": summary,
         "runs": runs,

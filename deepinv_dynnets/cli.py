@@ -29,7 +29,8 @@ SYSTEMS = {
 SHIPPED_SYSTEM = {"harmonic-oscillator": "harmonic-oscillator", "henon-heiles": "henon-heiles"}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (for the hardware line of records and benchmarks)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -207,7 +208,7 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
         "command": "dynnets " + " ".join(args.argv),
         "system": args.system,
         "wall_time_s": wall,
-        "hardware": f"{_cpu_name()}, {args.threads} thread(s)",
+        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
         "torch": str(torch.__version__),
         "evaluation": metrics,
     }
@@ -281,7 +282,7 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
     summary = {
         "command": "dynnets " + " ".join(args.argv),
         "wall_time_s": record.wall_time_s,
-        "hardware": f"{_cpu_name()}, {args.threads} thread(s)",
+        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
         "torch": str(torch.__version__),
         "val_psnr": record.val_psnr,
     }
