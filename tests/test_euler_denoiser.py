@@ -330,3 +330,18 @@ def test_deepinv_trainer_runs_one_epoch(tmp_path):
     denoiser.eval()
     cert = certify(denoiser)
     assert cert.lipschitz == 1.0 and cert.alpha <= denoiser.alpha
+
+
+def test_deepinv_test_evaluates_the_denoiser():
+    model = dinv.models.ArtifactRemoval(_small().eval(), mode="direct")
+    results = dinv.test(
+        model,
+        DataLoader(_Images(), batch_size=2),
+        dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1)),
+        metrics=dinv.metric.PSNR(),
+        online_measurements=True,
+        verbose=False,
+        show_progress_bar=False,
+    )
+    assert any("PSNR" in key for key in results)
+    assert all(torch.isfinite(torch.tensor(float(v))) for v in results.values())
