@@ -19,6 +19,8 @@ from .flows.evaluation import flow_errors, time_rollout
 from .flows.pinn import PINNFlow
 from .flows.training import train_supervised, train_unsupervised, trajectory_data
 
+__all__ = ["main", "build_parser", "cpu_name"]
+
 SYSTEMS = {
     "harmonic-oscillator": systems.HarmonicOscillator,
     "henon-heiles": systems.HenonHeiles,
@@ -30,7 +32,14 @@ SHIPPED_SYSTEM = {"harmonic-oscillator": "harmonic-oscillator", "henon-heiles": 
 
 
 def cpu_name() -> str:
-    """The CPU's model name (for the hardware line of records and benchmarks)."""
+    """The CPU's model name (for the hardware line of records and benchmarks).
+
+    :Examples:
+
+        >>> from deepinv_dynnets.cli import cpu_name
+        >>> isinstance(cpu_name(), str)
+        True
+    """
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -96,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser, PnP-PGD"
     )
     tic = time.perf_counter()
-    result = run_deblur(
+    result = _run_deblur(
         _builtin_image(1, args.size),
         _blur_kernel("motion", None, 0.0),
         12.75 / 255,
@@ -370,7 +379,7 @@ def _load_denoiser(spec: str, channels: int):
         return load_dncnn(path)  # raises a clear error if it is neither
 
 
-def run_deblur(
+def _run_deblur(
     x: torch.Tensor, kernel: torch.Tensor, noise: float, denoiser, algorithm: str, **options
 ):
     """Blur and noise ``x`` (C, H, W), run the certified solver; returns a dict of results."""
@@ -454,7 +463,7 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         f"deblurring {source} ({tuple(x.shape)}), kernel {args.kernel} "
         f"{tuple(kernel.shape[-2:])}, noise {args.noise:g}/255, {args.algorithm}"
     )
-    result = run_deblur(x, kernel, args.noise / 255, denoiser, args.algorithm, **options)
+    result = _run_deblur(x, kernel, args.noise / 255, denoiser, args.algorithm, **options)
     print(result["certificate"])
     print(result["report"])
     print(
@@ -481,6 +490,15 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dynnets`` and its subcommands.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.cli import build_parser
+        >>> args = build_parser().parse_args(["deblur", "--noise", "7.65"])
+        >>> args.noise, args.algorithm
+        (7.65, 'PGD')
+    """
     parser = argparse.ArgumentParser(
         prog="dynnets",
         description="Dynamical-systems-based structured networks for deepinv and torchdiffeq.",
@@ -648,7 +666,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dynnets`` command; returns the exit status."""
+    """Entry point of the ``dynnets`` command; returns the exit status.
+
+    Errors a user can fix (bad arguments, missing or corrupt files) print one line
+    ``dynnets: error: ...`` to stderr and return 2.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.cli import main
+        >>> main(["certify", "--weights", "no-such-file.pt"])
+        2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in training records, so a run says how to reproduce it

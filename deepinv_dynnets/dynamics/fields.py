@@ -84,6 +84,14 @@ class VectorField(nn.Module):
     :param int | None kernel_size: ``None`` for vectors (the field acts on the last axis),
         an odd integer for feature maps (the field acts on the channel axis ``-3`` with
         convolutions of that size).
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.dynamics import MLPField, VectorField
+        >>> field = MLPField(3, width=8)
+        >>> isinstance(field, VectorField), field(torch.randn(5, 3)).shape
+        (True, torch.Size([5, 3]))
     """
 
     def __init__(self, features: int, kernel_size: int | None = None):

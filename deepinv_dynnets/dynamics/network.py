@@ -82,6 +82,17 @@ class Composition(nn.Module):
 
     :param Sequence[nn.Module] maps: :math:`f_1, \dots, f_m`, in mathematical order: the
         last one is applied first.
+
+    :Examples:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from deepinv_dynnets.dynamics import Composition
+        >>> double, add_one = nn.Linear(1, 1, bias=False), nn.Linear(1, 1)
+        >>> _ = nn.init.constant_(double.weight, 2.0)
+        >>> _ = nn.init.constant_(add_one.weight, 1.0), nn.init.constant_(add_one.bias, 1.0)
+        >>> Composition([double, add_one])(torch.ones(1, 1)).item()  # double(add_one(1))
+        4.0
     """
 
     def __init__(self, maps: Sequence[nn.Module]):

@@ -25,6 +25,14 @@ class FlowStep(nn.Module):
     :param Sequence[VectorField] fields: the fields the step uses (all of the same size
         and layout).
     :param float h: step size, positive.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.dynamics import EulerStep, FlowStep, MLPField
+        >>> step = EulerStep(MLPField(2, width=4), h=0.1)
+        >>> isinstance(step, FlowStep), step(torch.randn(3, 2)).shape
+        (True, torch.Size([3, 2]))
     """
 
     def __init__(self, fields: Sequence[VectorField], h: float = 1.0):

@@ -19,6 +19,16 @@ def check_time_grid(t: Tensor, y0: Tensor) -> None:
 
     :param torch.Tensor t: the grid: 1-D, finite, strictly monotone, ``y0``'s dtype and device.
     :param torch.Tensor y0: the initial state.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.flows.base import check_time_grid
+        >>> check_time_grid(torch.tensor([0.0, 1.0, 2.0]), torch.zeros(2))
+        >>> check_time_grid(torch.tensor([0.0, 2.0, 1.0]), torch.zeros(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: t must be strictly increasing or strictly decreasing
     """
     check_monotone_grid(t)
     if t.dtype != y0.dtype:
@@ -39,6 +49,15 @@ class NeuralFlow(nn.Module, ABC):
     :meth:`network_inverse`. This class adds the long-time flow
     :math:`\psi(t) = \mathcal N(t - m\Delta t) \circ \mathcal N(\Delta t)^m`,
     :math:`m = \lfloor t/\Delta t\rfloor`, and the ``odeint``-shaped call.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.flows import NeuralFlow
+        >>> flow = SympFlow(dim=2, n_layers=2, width=4)
+        >>> isinstance(flow, NeuralFlow), flow(torch.randn(3, 2), torch.linspace(0, 5, 6)).shape
+        (True, torch.Size([6, 3, 2]))
     """
 
     dim: int

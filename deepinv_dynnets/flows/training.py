@@ -48,7 +48,15 @@ __all__ = [
 
 @dataclass
 class TrainingRecord:
-    """What a training run did: its settings, the per-epoch losses and the wall time."""
+    """What a training run did: its settings, the per-epoch losses and the wall time.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.flows.training import TrainingRecord
+        >>> record = TrainingRecord(settings={"epochs": 2}, history=[{}, {}], wall_time_s=3.0)
+        >>> record.seconds_per_epoch
+        1.5
+    """
 
     settings: dict
     history: list[dict] = field(default_factory=list)
@@ -73,6 +81,17 @@ def residual_loss(flow: NeuralFlow, system: HamiltonianSystem, t: Tensor, x0: Te
     :param HamiltonianSystem system: the true system (its ``forward`` is :math:`J\nabla H`).
     :param torch.Tensor t: times, shape ``x0.shape[:-1]``.
     :param torch.Tensor x0: initial states, shape ``(N, 2n)``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.flows.training import residual_loss
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> flow, system = SympFlow(dim=2, n_layers=2, width=4), HarmonicOscillator()
+        >>> x0 = system.sample(8)
+        >>> bool(residual_loss(flow, system, torch.rand(8), x0) >= 0)
+        True
     """
     y, dy = flow.network_with_time_derivative(t, x0)
     return ((dy - system(t, y)) ** 2).sum(-1).mean()
@@ -81,7 +100,18 @@ def residual_loss(flow: NeuralFlow, system: HamiltonianSystem, t: Tensor, x0: Te
 def hamiltonian_matching_loss(
     flow: SympFlow, system: HamiltonianSystem, t: Tensor, x: Tensor
 ) -> Tensor:
-    r"""Mean squared mismatch :math:`(H_{\mathcal N}(t, x) - H(x))^2` (times in :math:`[0, \Delta t]`)."""
+    r"""Mean squared mismatch :math:`(H_{\mathcal N}(t, x) - H(x))^2` (times in :math:`[0, \Delta t]`).
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.flows.training import hamiltonian_matching_loss
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> flow, system = SympFlow(dim=2, n_layers=2, width=4), HarmonicOscillator()
+        >>> bool(hamiltonian_matching_loss(flow, system, torch.rand(8), system.sample(8)) >= 0)
+        True
+    """
     return ((flow._hamiltonian(t, x) - system.energy(x)) ** 2).mean()
 
 
@@ -91,6 +121,16 @@ def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tenso
     :param torch.Tensor x0: initial states, shape ``(N, 2n)``.
     :param torch.Tensor t: times, shape ``(N, M)``, in :math:`[0, \Delta t]`.
     :param torch.Tensor y: observed states, shape ``(N, M, 2n)``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.flows.training import supervised_loss
+        >>> flow = SympFlow(dim=2, n_layers=2, width=4)
+        >>> x0, t = torch.randn(4, 2), torch.zeros(4, 1)
+        >>> float(supervised_loss(flow, x0, t, x0.unsqueeze(1)))  # N(0, x0) = x0
+        0.0
     """
     pred = flow.network(t, x0.unsqueeze(1).expand_as(y))
     return ((pred - y) ** 2).sum(-1).mean()

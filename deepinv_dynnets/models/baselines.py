@@ -57,6 +57,13 @@ def load_dncnn(pretrained: str | Path, device: torch.device | str | None = None)
     :param device: where to put the model.
     :return: the ``deepinv.models.DnCNN`` in eval mode, with ``.metadata``.
     :raises ValueError: unknown name, missing, corrupt or foreign file.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.models import load_dncnn
+        >>> model = load_dncnn("dncnn-gray")  # the shipped baseline
+        >>> model.metadata["command"].split()[:2]
+        ['dynnets', 'train-denoiser']
     """
     path = _WEIGHTS / BASELINES[pretrained] if pretrained in BASELINES else Path(pretrained)
     if not path.is_file():

@@ -276,6 +276,19 @@ def evaluate_psnr(
     :param sigmas: noise levels on the :math:`[0, 1]` scale.
     :param int seed: seed of the noise.
     :return: ``{"15": mean PSNR, ...}``, keyed by :math:`255\sigma` (``"%g"``), in dB.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.models import evaluate_psnr
+        >>> class Identity(torch.nn.Module):
+        ...     def forward(self, x, sigma):
+        ...         return x
+        >>> model = Identity()
+        >>> model.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))
+        >>> psnrs = evaluate_psnr(model, [torch.rand(1, 32, 32)], sigmas=[0.1])
+        >>> round(psnrs["25.5"])  # the noisy input: 20 dB for sigma = 0.1
+        20
     """
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
@@ -310,6 +323,15 @@ class DenoiserTrainingRecord:
         :class:`~deepinv_dynnets.models.EulerDenoiser`), the summary of
         :func:`~deepinv_dynnets.certify` after calibration: ``lipschitz``, ``alpha``,
         ``alpha_target``, ``margin``, ``method``; ``None`` otherwise.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.models import DenoiserTrainingRecord
+        >>> record = DenoiserTrainingRecord(settings={}, history=[
+        ...     {"epoch": 1, "loss": 0.01, "val_psnr": {"25": 27.0}},
+        ...     {"epoch": 2, "loss": 0.005, "val_psnr": {"25": 28.0}}])
+        >>> record.val_psnr
+        [{'25': 27.0}, {'25': 28.0}]
     """
 
     settings: dict
