@@ -267,17 +267,32 @@ class AveragedEulerBlock(nn.Module):
         both skip the products with the zero or discarded channels, exactly.
         """
         h = 2 * self.alpha * torch.sigmoid(self.theta) / self._current_nu()
-        bias = self.bias.view(1, -1, 1, 1)
-        if self.sigma_weight is not None and sigma is not None:
-            bias = bias + sigma.view(-1, 1, 1, 1) * self.sigma_weight.view(1, -1, 1, 1)
         pad = self.kernel_size // 2
         c = x.shape[1]
-        z = F.conv2d(x, self.weight[:, :c], padding=pad) + bias
-        z = F.leaky_relu(z, self.negative_slope) if self.negative_slope else F.relu(z)
+        w_in = self.weight[:, :c]
+        conditioned = self.sigma_weight is not None and sigma is not None
+        if conditioned and sigma.numel() > 1 and bool((sigma != sigma[0]).any()):
+            # one bias per image: added to the feature map
+            bias = self.bias.view(1, -1, 1, 1) + sigma.view(-1, 1, 1, 1) * self.sigma_weight.view(
+                1, -1, 1, 1
+            )
+            z = F.conv2d(x, w_in, padding=pad) + bias
+        else:  # one bias for the batch: fused into the convolution
+            bias = (
+                self.bias + sigma.reshape(-1)[0] * self.sigma_weight if conditioned else self.bias
+            )
+            z = F.conv2d(x, w_in, bias, padding=pad)
+        # z is a fresh tensor that no backward needs: the activation can overwrite it
+        if self.negative_slope:
+            z = F.leaky_relu(z, self.negative_slope, inplace=True)
+        else:
+            z = F.relu(z, inplace=True)
         out = self.width if keep is None else keep
-        update = F.conv_transpose2d(z, self.weight[:, :out], padding=pad)
-        x = F.pad(x, (0, 0, 0, 0, 0, out - c)) if c < out else x[:, :out]
-        return x - h * update
+        # h scales the (small) kernel rather than the feature map
+        update = F.conv_transpose2d(z, h * self.weight[:, :out], padding=pad)
+        if c < out:
+            return F.pad(x, (0, 0, 0, 0, 0, out - c)).sub_(update)  # a fresh copy of x
+        return x[:, :out] - update
 
 
 class EulerDenoiser(Denoiser):
