@@ -1,7 +1,7 @@
 """Denoising benchmark: the shipped EulerDenoiser against the DnCNN baseline.
 
 Both networks were trained by ``dynnets train-denoiser`` on the same data (BSD400 crops)
-with the same schedule (see the model cards). On every image of --data (Set12 by
+with about the same compute (see the model cards). On every image of --data (Set12 by
 default), Gaussian noise of level 15, 25 and 50 (0-255 scale, fixed seed) is added and
 the mean PSNR (outputs clipped to [0, 1]) is reported; throughput is the median time of
 denoising a batch of 256 x 256 images, in megapixels per second, on this CPU with

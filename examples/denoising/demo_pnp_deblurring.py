@@ -19,7 +19,7 @@ We deblur a built-in image blurred by one of the motion-blur kernels of
 :footcite:t:`levin2009understanding` with noise of level 12.75/255, comparing
 
 * the certified :class:`~deepinv_dynnets.EulerDenoiser` (shipped weights);
-* a DnCNN trained by the same script, on the same data, with the same schedule: no
+* a DnCNN trained by the same script, on the same data, with about the same compute: no
   certificate, run long to see whether it settles;
 * deepinv's total-variation prior, a classical convex baseline.
 """
