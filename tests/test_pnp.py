@@ -160,6 +160,22 @@ def test_defaults_come_from_the_physics(large_weights):
     assert default_parameters(noiseless)["sigma_denoiser"] > 0  # floored
 
 
+def test_convergent_pnp_estimates_the_operator_norm_once(large_weights, monkeypatch):
+    # a power iteration is costly: defaults and certificate share one estimate
+    import deepinv_dynnets.pnp.certificate as certificate
+    import deepinv_dynnets.pnp.solvers as solvers
+
+    calls = []
+    original = certificate.operator_sqnorm
+    for module in (certificate, solvers):
+        monkeypatch.setattr(module, "operator_sqnorm", lambda *a: calls.append(a) or original(*a))
+    physics = dinv.physics.Downsampling(
+        SIZE, filter="gaussian", factor=2, noise_model=dinv.physics.GaussianNoise(0.05)
+    )
+    model, cert = convergent_pnp(physics, _denoiser(large_weights))
+    assert len(calls) == 1 and cert.guaranteed and cert.sqnorm_method == "power iteration"
+
+
 def test_uncertified_denoiser_runs_but_is_reported(large_weights):
     physics = _physics()
     x = torch.rand(1, *SIZE)

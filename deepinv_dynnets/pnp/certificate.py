@@ -134,6 +134,13 @@ def _tensor_to_float(value) -> float:
     return float(value)
 
 
+def _positive(name: str, value) -> float:
+    value = _tensor_to_float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
 def operator_sqnorm(
     physics: dinv.physics.LinearPhysics, img_size: tuple[int, ...] | None = None
 ) -> tuple[float, str]:
@@ -245,15 +252,26 @@ def pnp_certificate(
     algorithm = str(algorithm).upper()
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    for name, value in (("stepsize", stepsize), ("beta", beta)):
-        value = _tensor_to_float(value)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    stepsize, beta = _tensor_to_float(stepsize), _tensor_to_float(beta)
+    return _check_conditions(
+        physics,
+        denoiser,
+        algorithm,
+        _positive("stepsize", stepsize),
+        data_fidelity,
+        _positive("beta", beta),
+        g_first,
+        operator_sqnorm(physics, img_size),
+    )
+
+
+def _check_conditions(
+    physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
+) -> PnPCertificate:
+    # pnp_certificate once its arguments are checked and ||A||^2 is known (norm is
+    # operator_sqnorm's (value, method)), so that convergent_pnp computes the norm only once.
+    sqnorm, method = norm
     g_first = bool(g_first) and algorithm == "PGD"
     data_fidelity = dinv.optim.L2() if data_fidelity is None else data_fidelity
-    sqnorm, method = operator_sqnorm(physics, img_size)
-
     ok, fails, notes = [], [], []
     alpha, source = _denoiser_alpha(denoiser)
     if alpha is None:

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from ..models.relaxed_denoiser import RelaxedDenoiser
-from .certificate import ALGORITHMS, PnPCertificate, operator_sqnorm, pnp_certificate
+from .certificate import (
+    ALGORITHMS,
+    PnPCertificate,
+    _check_conditions,
+    _positive,
+    operator_sqnorm,
+)
 from .monitor import ConvergenceMonitor
 
 __all__ = ["convergent_pnp", "default_parameters"]
@@ -78,7 +84,10 @@ def default_parameters(
         >>> round(params["stepsize"], 3), round(params["sigma_denoiser"], 3)
         (1.9, 0.05)
     """
-    algorithm = str(algorithm).upper()
+    return _default_parameters(physics, str(algorithm).upper(), operator_sqnorm(physics, img_size))
+
+
+def _default_parameters(physics, algorithm: str, norm: tuple[float, str]) -> dict[str, float]:
     noise = _noise_level(physics)
     if noise is None:
         raise ValueError(
@@ -86,7 +95,7 @@ def default_parameters(
             f"sigma_denoiser (and stepsize) explicitly"
         )
     sigma = max(_SIGMA_FACTOR * noise, _SIGMA_FLOOR)
-    sqnorm, _ = operator_sqnorm(physics, img_size)
+    sqnorm, _ = norm
     if algorithm == "PGD":
         stepsize = _PGD_STEP_FRACTION * 2 / sqnorm
     else:
@@ -200,8 +209,9 @@ def convergent_pnp(
             f"convergent_pnp needs a linear physics (deepinv.physics.LinearPhysics) for its "
             f"certificate, got {type(physics).__name__}"
         )
+    norm = operator_sqnorm(physics, img_size)
     if stepsize is None or sigma_denoiser is None:
-        defaults = default_parameters(physics, algorithm, img_size)
+        defaults = _default_parameters(physics, algorithm, norm)
         stepsize = defaults["stepsize"] if stepsize is None else stepsize
         sigma_denoiser = defaults["sigma_denoiser"] if sigma_denoiser is None else sigma_denoiser
     sigma_denoiser = float(sigma_denoiser)
@@ -210,8 +220,9 @@ def convergent_pnp(
     denoiser = denoiser.eval()
     if relaxation != 1:
         denoiser = RelaxedDenoiser(denoiser, relaxation)
-    certificate = pnp_certificate(
-        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, img_size
+    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
+    certificate = _check_conditions(
+        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
     )
     options = dict(
         prior=dinv.optim.PnP(denoiser),
