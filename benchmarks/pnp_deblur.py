@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-import deepinv as dinv
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from deepinv_dynnets import EulerDenoiser, convergent_pnp
-from deepinv_dynnets.cli import cpu_name
-from deepinv_dynnets.models import load_dncnn, load_images, psnr
+from deepinv_dynnets.cli import cpu_name, load_denoiser
+from deepinv_dynnets.models import load_images
+from deepinv_dynnets.pnp import deblur
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,33 +41,21 @@ def _crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-5):
-    c = x.shape[1]
-    physics = dinv.physics.BlurFFT(
-        tuple(x.shape[1:]),
-        filter=kernel.repeat(1, c, 1, 1),
-        noise_model=dinv.physics.GaussianNoise(noise, rng=torch.Generator().manual_seed(seed)),
+    result = deblur(
+        x, kernel, noise, denoiser, algorithm, seed=seed, max_iter=max_iter, thres_conv=threshold
     )
-    y = physics(x)
-    model, cert = convergent_pnp(
-        physics, denoiser, algorithm, max_iter=max_iter, thres_conv=threshold
-    )
-    tic = time.perf_counter()
-    with torch.no_grad():
-        x_hat = model(y, physics)
-    seconds = time.perf_counter() - tic
-    report = model.monitor.report()
-    rel = model.monitor.relative_residuals().mean(dim=1)
+    rel = result.monitor.relative_residuals().mean(dim=1)
     below = (rel < threshold).nonzero()
     return {
-        "psnr": float(psnr(x_hat.clamp(0, 1), x)),
-        "psnr_blurred": float(psnr(y.clamp(0, 1), x)),
+        "psnr": result.psnr,
+        "psnr_blurred": result.psnr_blurred,
         "iterations_to_1e-5": int(below[0]) + 1 if len(below) else None,
-        "iterations": report.iterations,
-        "final_residual": report.final_residual,
-        "seconds": seconds,
-        "monotone": report.monotone,
-        "guaranteed": cert.guaranteed,
-        "stepsize": cert.stepsize,
+        "iterations": result.report.iterations,
+        "final_residual": result.report.final_residual,
+        "seconds": result.seconds,
+        "monotone": result.report.monotone,
+        "guaranteed": result.certificate.guaranteed,
+        "stepsize": result.certificate.stepsize,
     }
 
 
@@ -84,6 +70,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="use only the first N images")
     parser.add_argument("--size", type=int, help="centre crop")
     parser.add_argument("--denoiser", default="default", help="'default', 'dncnn-gray', file")
+    parser.add_argument("--alpha", type=float, default=0.5, help="of the shipped weights")
     parser.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
@@ -96,12 +83,7 @@ def main() -> None:
     kernels = np.load(args.kernels)
     names = args.kernel_names.split(",") if args.kernel_names else list(kernels.files)
     levels = [float(s) for s in args.noise.split(",")]
-    if args.denoiser in ("default",):
-        denoiser = EulerDenoiser(in_channels=args.channels, pretrained="default")
-    elif args.denoiser == "dncnn-gray":
-        denoiser = load_dncnn(args.denoiser)
-    else:
-        denoiser = EulerDenoiser.from_pretrained(args.denoiser)
+    denoiser = load_denoiser(args.denoiser, args.channels, args.alpha)
 
     runs = []
     jobs = [(i, k, s) for s in levels for i in range(len(images)) for k in names]
@@ -157,6 +139,8 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "gray" if args.channels == 1 else "color"
+    if args.denoiser == "default" and args.alpha != 0.5:
+        suffix += f"_alpha{args.alpha:g}"
     path = args.out / f"pnp_deblur_{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")

@@ -19,7 +19,7 @@ from .flows.evaluation import flow_errors, time_rollout
 from .flows.pinn import PINNFlow
 from .flows.training import train_supervised, train_unsupervised, trajectory_data
 
-__all__ = ["main", "build_parser", "cpu_name"]
+__all__ = ["main", "build_parser", "cpu_name", "load_denoiser"]
 
 SYSTEMS = {
     "harmonic-oscillator": systems.HarmonicOscillator,
@@ -99,24 +99,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"dynnets demo: writing figures to {out.resolve()}")
     out.mkdir(parents=True, exist_ok=True)
     from .models import EulerDenoiser
+    from .pnp import deblur
 
     print(
         f"\n[1] Certified Plug-and-Play deblurring: built-in camera image ({args.size} x "
         f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser, PnP-PGD"
     )
     tic = time.perf_counter()
-    result = _run_deblur(
-        _builtin_image(1, args.size),
+    result = deblur(
+        _builtin_image(1, args.size)[None],
         _blur_kernel("motion", None, 0.0),
         12.75 / 255,
         EulerDenoiser(in_channels=1, pretrained="default"),
         "PGD",
         max_iter=args.max_iter,
     )
-    print("  " + str(result["certificate"]).replace("\n", "\n  "))
-    print("  " + str(result["report"]).replace("\n", "\n  "))
+    print("  " + str(result.certificate).replace("\n", "\n  "))
+    print("  " + str(result.report).replace("\n", "\n  "))
     print(
-        f"  PSNR: blurred {result['psnr_blurred']:.2f} dB -> restored {result['psnr']:.2f} dB "
+        f"  PSNR: blurred {result.psnr_blurred:.2f} dB -> restored {result.psnr:.2f} dB "
         f"({time.perf_counter() - tic:.1f} s with the certificate)"
     )
     _deblur_figures(result, out, "pnp_deblur")
@@ -361,13 +362,32 @@ def _blur_kernel(spec: str, name: str | None, blur_std: float) -> torch.Tensor:
     return (kernel / kernel.sum())[None, None]
 
 
-def _load_denoiser(spec: str, channels: int):
+def load_denoiser(spec: str, channels: int = 1, alpha: float = 0.5) -> torch.nn.Module:
+    """The denoiser a ``--denoiser`` (or ``--weights``) argument names.
+
+    :param str spec: ``"default"`` (the shipped :class:`~deepinv_dynnets.EulerDenoiser`
+        for ``channels`` and ``alpha``), a name in
+        :data:`~deepinv_dynnets.models.BASELINES` (``"dncnn-gray"``), or a file written by
+        :meth:`~deepinv_dynnets.EulerDenoiser.save` or
+        :func:`~deepinv_dynnets.models.save_dncnn`.
+    :param int channels: image channels, for ``"default"``.
+    :param float alpha: averagedness target of the shipped weights, for ``"default"``.
+    :return: the model, in eval mode.
+    :raises ValueError: an unknown name, a missing or unreadable file, no shipped weights
+        for ``channels`` and ``alpha``.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.cli import load_denoiser
+        >>> load_denoiser("default", channels=1, alpha=0.95).alpha
+        0.95
+    """
     from .models import BASELINES, EulerDenoiser, load_dncnn
 
     if spec in BASELINES:
         return load_dncnn(spec)
     if spec == "default":
-        return EulerDenoiser(in_channels=channels, pretrained="default")
+        return EulerDenoiser(in_channels=channels, alpha=alpha, pretrained="default")
     path = Path(spec)
     if not path.is_file():
         raise ValueError(
@@ -379,42 +399,7 @@ def _load_denoiser(spec: str, channels: int):
         return load_dncnn(path)  # raises a clear error if it is neither
 
 
-def _run_deblur(
-    x: torch.Tensor, kernel: torch.Tensor, noise: float, denoiser, algorithm: str, **options
-):
-    """Blur and noise ``x`` (C, H, W), run the certified solver; returns a dict of results."""
-    import deepinv
-
-    from .models.training import psnr
-    from .pnp import convergent_pnp
-
-    size = tuple(x.shape)
-    physics = deepinv.physics.BlurFFT(
-        size,
-        filter=kernel.repeat(1, size[0], 1, 1) if kernel.shape[1] != size[0] else kernel,
-        noise_model=deepinv.physics.GaussianNoise(noise, rng=torch.Generator().manual_seed(0)),
-    )
-    x = x[None]
-    y = physics(x)
-    model, cert = convergent_pnp(physics, denoiser, algorithm, **options)
-    tic = time.perf_counter()
-    with torch.no_grad():
-        x_hat, metrics = model(y, physics, x_gt=x, compute_metrics=True)
-    seconds = time.perf_counter() - tic
-    return {
-        "x": x,
-        "y": y,
-        "x_hat": x_hat,
-        "certificate": cert,
-        "report": model.monitor.report(),
-        "monitor": model.monitor,
-        "psnr_blurred": float(psnr(y.clamp(0, 1), x)),
-        "psnr": float(psnr(x_hat.clamp(0, 1), x)),
-        "seconds": seconds,
-    }
-
-
-def _deblur_figures(result: dict, out: Path, tag: str) -> None:
+def _deblur_figures(result, out: Path, tag: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -427,11 +412,11 @@ def _deblur_figures(result: dict, out: Path, tag: str) -> None:
         ax.axis("off")
 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-    show(axes[0], result["x"], "ground truth")
-    show(axes[1], result["y"], f"blurred + noise\n{result['psnr_blurred']:.2f} dB")
-    show(axes[2], result["x_hat"], f"certified PnP\n{result['psnr']:.2f} dB")
-    result["monitor"].plot(axes[3])
-    axes[3].set_title(f"residual ({result['report'].iterations} iterations)")
+    show(axes[0], result.x, "ground truth")
+    show(axes[1], result.y, f"blurred + noise\n{result.psnr_blurred:.2f} dB")
+    show(axes[2], result.x_hat, f"certified PnP\n{result.psnr:.2f} dB")
+    result.monitor.plot(axes[3])
+    axes[3].set_title(f"residual ({result.report.iterations} iterations)")
     fig.tight_layout()
     _savefig(fig, out / f"{tag}.png")
     plt.close(fig)
@@ -441,6 +426,7 @@ def cmd_deblur(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from .models import load_image
+    from .pnp import deblur
 
     torch.set_num_threads(args.threads)
     if args.input is None:
@@ -453,7 +439,7 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         x = _center_crop(load_image(path, args.channels), args.size)
         source = str(path)
     kernel = _blur_kernel(args.kernel, args.kernel_name, args.blur_std)
-    denoiser = _load_denoiser(args.denoiser, args.channels)
+    denoiser = load_denoiser(args.denoiser, args.channels, args.alpha)
     options = {"max_iter": args.max_iter, "relaxation": args.relaxation}
     if args.stepsize is not None:
         options["stepsize"] = args.stepsize
@@ -463,16 +449,16 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         f"deblurring {source} ({tuple(x.shape)}), kernel {args.kernel} "
         f"{tuple(kernel.shape[-2:])}, noise {args.noise:g}/255, {args.algorithm}"
     )
-    result = _run_deblur(x, kernel, args.noise / 255, denoiser, args.algorithm, **options)
-    print(result["certificate"])
-    print(result["report"])
+    result = deblur(x[None], kernel, args.noise / 255, denoiser, args.algorithm, **options)
+    print(result.certificate)
+    print(result.report)
     print(
-        f"PSNR: blurred {result['psnr_blurred']:.2f} dB -> restored {result['psnr']:.2f} dB "
-        f"in {result['seconds']:.1f} s"
+        f"PSNR: blurred {result.psnr_blurred:.2f} dB -> restored {result.psnr:.2f} dB "
+        f"in {result.seconds:.1f} s"
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image = result["x_hat"][0].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
+    image = result.x_hat[0].clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy()
     Image.fromarray((image * 255).round().astype("uint8")).save(out / "deblurred.png")
     print(f"  image: {out / 'deblurred.png'}")
     _deblur_figures(result, out, "deblur")
@@ -481,7 +467,7 @@ def cmd_deblur(args: argparse.Namespace) -> None:
 def cmd_certify(args: argparse.Namespace) -> None:
     from .lipschitz import certify
 
-    model = _load_denoiser(args.weights, args.channels)
+    model = load_denoiser(args.weights, args.channels, args.alpha)
     cert = certify(model, method=args.method)
     print(f"{args.weights} ({type(model).__name__}):")
     print(cert)
@@ -642,6 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument(
         "--denoiser", default="default", help="'default', 'dncnn-gray' or a weights file"
     )
+    db.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="averagedness of the shipped Euler weights (--denoiser default): 0.5, or 0.95 "
+        "(grey, PGD and HQS only)",
+    )
     db.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
     db.add_argument("--stepsize", type=float, help="default: from the operator norm")
     db.add_argument("--sigma-denoiser", type=float, help="0-255 scale; default from --noise")
@@ -660,6 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ce.add_argument("--weights", default="default", help="'default' or a weights file")
     ce.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    ce.add_argument(
+        "--alpha", type=float, default=0.5, help="averagedness of the shipped weights (0.5, 0.95)"
+    )
     ce.add_argument("--method", default="fourier", choices=["fourier", "gram"])
     ce.set_defaults(func=cmd_certify)
     return parser

@@ -9,8 +9,10 @@ from torch import nn
 
 from deepinv_dynnets import EulerDenoiser, RelaxedDenoiser, certify, convergent_pnp
 from deepinv_dynnets.lipschitz.averagedness import compose_averaged
+from deepinv_dynnets.models import psnr
 from deepinv_dynnets.pnp import (
     ConvergenceMonitor,
+    deblur,
     default_parameters,
     operator_sqnorm,
     pnp_certificate,
@@ -211,3 +213,25 @@ def test_bad_inputs(large_weights):
     y_before = y.clone()
     model(y, physics)
     assert torch.equal(y, y_before)  # nothing the user passed in is modified
+
+
+def test_deblur_experiment(large_weights):
+    x = torch.rand(2, 1, 12, 12)
+    before = x.clone()
+    denoiser = _denoiser(large_weights)
+    result = deblur(x, KERNEL[0, 0], 0.03, denoiser, max_iter=30, seed=3)
+    assert torch.equal(x, before) and result.x_hat.shape == x.shape
+    assert result.certificate.guaranteed and result.report.monotone
+    assert result.psnr == pytest.approx(float(psnr(result.x_hat.clamp(0, 1), x).mean()))
+    again = deblur(x, KERNEL, 0.03, denoiser, max_iter=30, seed=3)
+    assert torch.equal(result.y, again.y) and torch.equal(result.x_hat, again.x_hat)
+    other = deblur(x, KERNEL, 0.03, denoiser, max_iter=2, seed=4)
+    assert not torch.equal(result.y, other.y)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        deblur(x[0], KERNEL, 0.03, denoiser)
+    with pytest.raises(ValueError, match="NaN"):
+        deblur(torch.full_like(x, float("nan")), KERNEL, 0.03, denoiser)
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        deblur(x, torch.ones(1, 3, 3, 3), 0.03, denoiser)
+    with pytest.raises(ValueError, match="noise_level"):
+        deblur(x, KERNEL, -0.1, denoiser)

@@ -1,6 +1,7 @@
 """Convergent Plug-and-Play: certificates before the run, a monitor during it, solvers."""
 
 from .certificate import ALGORITHMS, PnPCertificate, operator_sqnorm, pnp_certificate
+from .deblurring import DeblurResult, deblur
 from .monitor import ConvergenceMonitor, MonitorReport
 from .solvers import convergent_pnp, default_parameters
 
@@ -13,4 +14,6 @@ __all__ = [
     "MonitorReport",
     "convergent_pnp",
     "default_parameters",
+    "deblur",
+    "DeblurResult",
 ]
