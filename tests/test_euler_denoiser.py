@@ -225,9 +225,12 @@ def test_corrupt_foreign_and_mismatched_files(tmp_path):
         _small(pretrained=tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_shipped_weights_are_certified_and_averaged(channels):
-    model = EulerDenoiser(in_channels=channels, pretrained="default").double()
+SHIPPED = [(c, a) for c, by_alpha in PRETRAINED["default"].items() for a in by_alpha]
+
+
+@pytest.mark.parametrize(("channels", "target"), SHIPPED)
+def test_shipped_weights_are_certified_and_averaged(channels, target):
+    model = EulerDenoiser(in_channels=channels, alpha=target, pretrained="default").double()
     cert = certify(model)
     assert cert.lipschitz <= 1 and cert.alpha is not None and cert.alpha <= model.alpha
     assert cert.margin > 0
@@ -245,9 +248,12 @@ def test_shipped_weights_are_certified_and_averaged(channels):
 
 
 def test_shipped_weights_errors():
-    assert set(PRETRAINED["default"]) == {1, 3}
+    assert sorted(SHIPPED) == [(1, 0.5), (1, 0.95), (3, 0.5), (3, 0.95)]
     with pytest.raises(ValueError, match="in_channels in \\[1, 3\\], not 2"):
         EulerDenoiser(in_channels=2, pretrained="default")
+    with pytest.raises(ValueError, match="alpha in \\[0.5, 0.95\\], not 0.9"):
+        EulerDenoiser(in_channels=3, alpha=0.9, pretrained="default")
+    assert EulerDenoiser(in_channels=1, alpha=0.95, pretrained="default").alpha == 0.95
     model = EulerDenoiser(in_channels=1, pretrained="default")
     with pytest.raises(ValueError, match="1 channel"):
         model(torch.rand(1, 3, 8, 8), 0.1)

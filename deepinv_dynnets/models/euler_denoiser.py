@@ -18,9 +18,16 @@ __all__ = ["EulerDenoiser", "AveragedEulerBlock", "PRETRAINED"]
 _FORMAT = "deepinv_dynnets.EulerDenoiser"
 _FORMAT_VERSION = 1
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-#: Shipped weights: name -> {in_channels: file in ``deepinv_dynnets/weights``}. Shipping a
-#: set of weights is adding its file there (saved with :meth:`EulerDenoiser.save`).
-PRETRAINED = {"default": {1: "euler_denoiser_gray.pt", 3: "euler_denoiser_color.pt"}}
+#: Shipped weights: name -> {in_channels: {alpha: file in ``deepinv_dynnets/weights``}}.
+#: ``alpha`` is the model's target averagedness: 1/2 (firmly non-expansive, for every PnP
+#: algorithm) or 0.95 (PGD and HQS only, better denoising). Shipping a set of weights is
+#: adding its file there (saved with :meth:`EulerDenoiser.save`).
+PRETRAINED = {
+    "default": {
+        1: {0.5: "euler_denoiser_gray.pt", 0.95: "euler_denoiser_gray_a095.pt"},
+        3: {0.5: "euler_denoiser_color.pt", 0.95: "euler_denoiser_color_a095.pt"},
+    }
+}
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 # Power iterations used when nu is first estimated, after loading, and when the weights
@@ -379,8 +386,10 @@ class EulerDenoiser(Denoiser):
         training loss after 40 steps in our measurements).
     :param str | pathlib.Path | None pretrained: ``None`` (random init), a path to a file
         written by :meth:`save`, or a name in :data:`PRETRAINED` (``"default"``: the shipped
-        weights for 1 or 3 channels, see the model cards; they fix the architecture, so
-        leave the other arguments at their defaults). Loading checks that the
+        weights for ``in_channels`` (1 or 3) and ``alpha``: 0.5, firmly non-expansive
+        (every PnP algorithm), or 0.95, a better denoiser for PGD and HQS; see the model
+        cards. They fix the architecture, so leave the other
+        arguments at their defaults). Loading checks that the
         checkpoint's architecture is this one, loads with ``strict=True`` and calls
         ``.eval()``.
     :param torch.device | str | None device: where to put the model.
@@ -478,7 +487,7 @@ class EulerDenoiser(Denoiser):
         )
 
         if pretrained is not None:
-            self._load(_resolve_pretrained(pretrained, self.in_channels))
+            self._load(_resolve_pretrained(pretrained, self.in_channels, self.alpha))
             self.eval()
         if device is not None:
             self.to(device)
@@ -594,6 +603,7 @@ class EulerDenoiser(Denoiser):
         cls,
         name: str | Path,
         in_channels: int = 1,
+        alpha: float = 0.5,
         device: torch.device | str | None = None,
     ) -> EulerDenoiser:
         """Build the model stored in a checkpoint, with the architecture it records.
@@ -601,6 +611,7 @@ class EulerDenoiser(Denoiser):
         :param str | pathlib.Path name: a path written by :meth:`save`, or a name in
             :data:`PRETRAINED`.
         :param int in_channels: for a name, which channel count's weights to load.
+        :param float alpha: for a name, which averagedness constant's weights to load.
         :param torch.device | str | None device: where to put the model.
 
         :Examples:
@@ -612,7 +623,7 @@ class EulerDenoiser(Denoiser):
             >>> EulerDenoiser.from_pretrained(path).config["width"]
             4
         """
-        ckpt = _read_checkpoint(_resolve_pretrained(name, in_channels))
+        ckpt = _read_checkpoint(_resolve_pretrained(name, in_channels, alpha))
         model = cls(**ckpt["config"])
         model._load(ckpt)
         model.eval()
@@ -646,7 +657,7 @@ def _cpu_state(state: dict) -> dict:
     return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in state.items()}
 
 
-def _resolve_pretrained(pretrained: str | Path, in_channels: int) -> Path:
+def _resolve_pretrained(pretrained: str | Path, in_channels: int, alpha: float) -> Path:
     if isinstance(pretrained, str) and pretrained in PRETRAINED:
         files = PRETRAINED[pretrained]
         if in_channels not in files:
@@ -655,7 +666,13 @@ def _resolve_pretrained(pretrained: str | Path, in_channels: int) -> Path:
                 f"{sorted(files)}, not {in_channels}: pass pretrained=None and train the "
                 f"model, or the path of a checkpoint written by EulerDenoiser.save"
             )
-        path = _WEIGHTS / files[in_channels]
+        if alpha not in files[in_channels]:
+            raise ValueError(
+                f"pretrained={pretrained!r} has {in_channels}-channel weights for alpha in "
+                f"{sorted(files[in_channels])}, not {alpha:g}: pick one of those, or train "
+                f"a model with this alpha (dynnets train-denoiser --alpha)"
+            )
+        path = _WEIGHTS / files[in_channels][alpha]
         if not path.is_file():
             raise ValueError(f"the shipped weights {path} are missing: reinstall the package")
         return path
