@@ -103,14 +103,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     print(
         f"\n[1] Certified Plug-and-Play deblurring: built-in camera image ({args.size} x "
-        f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser, PnP-PGD"
+        f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser (alpha 0.95), "
+        "PnP-PGD"
     )
     tic = time.perf_counter()
     result = deblur(
         _builtin_image(1, args.size)[None],
         _blur_kernel("motion", None, 0.0),
         12.75 / 255,
-        EulerDenoiser(in_channels=1, pretrained="default"),
+        EulerDenoiser(in_channels=1, alpha=_accepted_alpha(1, "PGD"), pretrained="default"),
         "PGD",
         max_iter=args.max_iter,
     )
@@ -422,6 +423,14 @@ def _deblur_figures(result, out: Path, tag: str) -> None:
     plt.close(fig)
 
 
+def _accepted_alpha(channels: int, algorithm: str) -> float:
+    """The largest alpha of the shipped weights that the algorithm's certificate accepts."""
+    from .models import PRETRAINED
+
+    limit = 0.5 if algorithm.upper() in ("DRS", "ADMM") else 1.0
+    return max(a for a in PRETRAINED["default"][channels] if a <= limit and a < 1)
+
+
 def cmd_deblur(args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -439,7 +448,8 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         x = _center_crop(load_image(path, args.channels), args.size)
         source = str(path)
     kernel = _blur_kernel(args.kernel, args.kernel_name, args.blur_std)
-    denoiser = load_denoiser(args.denoiser, args.channels, args.alpha)
+    alpha = _accepted_alpha(args.channels, args.algorithm) if args.alpha is None else args.alpha
+    denoiser = load_denoiser(args.denoiser, args.channels, alpha)
     options = {"max_iter": args.max_iter, "relaxation": args.relaxation}
     if args.stepsize is not None:
         options["stepsize"] = args.stepsize
@@ -631,9 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument(
         "--alpha",
         type=float,
-        default=0.5,
-        help="averagedness of the shipped Euler weights (--denoiser default): 0.5, or 0.95 "
-        "(grey, PGD and HQS only)",
+        help="averagedness of the shipped Euler weights (--denoiser default): 0.5 or 0.95; "
+        "default: the largest the algorithm accepts (0.95 for PGD and HQS, 0.5 for DRS and "
+        "ADMM)",
     )
     db.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
     db.add_argument("--stepsize", type=float, help="default: from the operator norm")

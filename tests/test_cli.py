@@ -228,6 +228,19 @@ def test_deblur_on_the_builtin_image_and_a_file(tmp_path, capsys):
     assert "dynnets: error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("algorithm", "alpha"), [("PGD", 0.95), ("HQS", 0.95), ("DRS", 0.5)])
+def test_deblur_picks_the_shipped_weights_the_algorithm_accepts(tmp_path, capsys, algorithm, alpha):
+    args = ["deblur", "--algorithm", algorithm, "--size", "16", "--max-iter", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "convergence: GUARANTEED" in text
+    certified = float(text.split("denoiser (EulerDenoiser) is ")[1].split("-averaged")[0])
+    assert certified <= alpha and (alpha == 0.5 or certified > 0.5)
+    assert main(args[:-2] + ["--alpha", "0.7", "--out", str(tmp_path)]) == 2
+    assert "alpha in [0.5, 0.95], not 0.7" in capsys.readouterr().err
+
+
 def test_certify_prints_the_table_and_rejects_uncertified_weights(tmp_path, capsys):
     euler, dncnn = _tiny_denoisers(tmp_path)
     assert main(["certify", "--weights", str(euler)]) == 0

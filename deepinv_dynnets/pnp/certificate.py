@@ -319,7 +319,8 @@ def _check_conditions(
             fails.append(
                 f"FAILS: {algorithm} needs a firmly non-expansive denoiser (alpha <= 1/2, so "
                 f"that 2D - I is non-expansive), got alpha = {alpha:.4g}: use PGD or HQS, or "
-                f"a denoiser trained with alpha <= 0.5"
+                f"a denoiser trained with alpha <= 0.5 (the shipped "
+                f"EulerDenoiser(alpha=0.5, pretrained='default'))"
             )
         if algorithm == "DRS" and not beta < 2:
             fails.append(f"FAILS: DRS needs beta in (0, 2), got beta = {beta:g}: use beta = 1")
