@@ -1,12 +1,12 @@
-"""Denoising benchmark: the shipped EulerDenoiser against the DnCNN baseline.
+"""Denoising benchmark: the shipped EulerDenoisers against the DnCNN baseline.
 
 Both networks were trained by ``dynnets train-denoiser`` on the same data (BSD400 crops)
 with about the same compute (see the model cards). On every image of --data (Set12 by
 default), Gaussian noise of level 15, 25 and 50 (0-255 scale, fixed seed) is added and
 the mean PSNR (outputs clipped to [0, 1]) is reported; throughput is the median time of
 denoising a batch of 256 x 256 images, in megapixels per second, on this CPU with
---threads threads. The Euler denoiser's certificate (Lipschitz bound, alpha) is printed
-with it. Prints a table and writes JSON to --out.
+--threads threads. Every shipped Euler denoiser for --channels is evaluated (one per
+averagedness target alpha), each with its certificate (Lipschitz bound, alpha). Prints a table and writes JSON to --out.
 
     python benchmarks/denoise.py --data ../shared/data/val/gray_set12 --out benchmarks/results
 """
@@ -23,7 +23,7 @@ import torch
 
 from deepinv_dynnets import EulerDenoiser, certify
 from deepinv_dynnets.cli import cpu_name
-from deepinv_dynnets.models import load_dncnn, load_images, psnr
+from deepinv_dynnets.models import PRETRAINED, load_dncnn, load_images, psnr
 
 HERE = Path(__file__).resolve().parent
 # Published Set12 figures (Zhang et al., 2017, Table 2), for context only.
@@ -58,7 +58,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder of test images (e.g. Set12)")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 3])
-    parser.add_argument("--euler", default="default", help="'default' or a weights file")
+    parser.add_argument(
+        "--euler",
+        default="default",
+        help="'default' (every shipped alpha for --channels) or comma-separated weights files",
+    )
     parser.add_argument("--dncnn", default="dncnn-gray", help="'dncnn-gray' or a file")
     parser.add_argument("--sigmas", default="15,25,50", help="0-255 scale")
     parser.add_argument("--threads", type=int, default=1)
@@ -67,21 +71,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     images = load_images(args.data, args.channels)
-    euler = (
-        EulerDenoiser(in_channels=args.channels, pretrained="default")
-        if args.euler == "default"
-        else EulerDenoiser.from_pretrained(args.euler)
-    )
-    models = {"EulerDenoiser (certified)": euler, "DnCNN baseline": load_dncnn(args.dncnn)}
+    if args.euler == "default":
+        eulers = {
+            f"EulerDenoiser alpha={a:g} (certified)": EulerDenoiser(
+                in_channels=args.channels, alpha=a, pretrained="default"
+            )
+            for a in sorted(PRETRAINED["default"][args.channels])
+        }
+    else:
+        eulers = {
+            f"{Path(f).name} (certified)": EulerDenoiser.from_pretrained(f)
+            for f in args.euler.split(",")
+        }
+    models = eulers | {"DnCNN baseline": load_dncnn(args.dncnn)}
     sigmas = [float(s) for s in args.sigmas.split(",")]
-    cert = certify(euler)
     results = {
         "data": str(args.data),
         "n_images": len(images),
         "sigmas": sigmas,
         "hardware": f"{cpu_name()}, {args.threads} thread(s)",
         "torch": torch.__version__,
-        "certificate": {"lipschitz": cert.lipschitz, "alpha": cert.alpha, "method": cert.method},
         "models": {},
         "published": PUBLISHED,
     }
@@ -92,17 +101,27 @@ def main() -> None:
             "megapixels_per_s": throughput(model, args.channels),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
+        if name in eulers:
+            cert = certify(model)
+            results["models"][name]["certificate"] = {
+                "lipschitz": cert.lipschitz,
+                "alpha": cert.alpha,
+                "method": cert.method,
+            }
 
-    head = f"{'model':28s}" + "".join(f"{'s=' + format(s, 'g'):>9s}" for s in sigmas)
+    width = max(len(name) for name in list(models) + list(PUBLISHED)) + 2
+    head = f"{'model':{width}s}" + "".join(f"{'s=' + format(s, 'g'):>9s}" for s in sigmas)
     print(f"\nSet: {args.data} ({len(images)} images), PSNR in dB, outputs clipped to [0, 1]")
     print(head + f"{'MP/s':>9s}{'params':>10s}")
     for name, r in results["models"].items():
         cells = "".join(f"{r['psnr'][f'{s:g}']:9.2f}" for s in sigmas)
-        print(f"{name:28s}{cells}{r['megapixels_per_s']:9.3f}{r['parameters']:10d}")
+        print(f"{name:{width}s}{cells}{r['megapixels_per_s']:9.3f}{r['parameters']:10d}")
     for name, row in PUBLISHED.items():
         cells = "".join(f"{row.get(f'{s:g}', float('nan')):9.2f}" for s in sigmas)
-        print(f"{name:28s}{cells}")
-    print(f"\nEuler certificate: Lipschitz <= {cert.lipschitz:.6g}, alpha <= {cert.alpha:.4g}")
+        print(f"{name:{width}s}{cells}")
+    for name in eulers:
+        cert = results["models"][name]["certificate"]
+        print(f"{name}: Lipschitz <= {cert['lipschitz']:.6g}, alpha <= {cert['alpha']:.4g}")
     print(f"hardware: {results['hardware']}")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "gray" if args.channels == 1 else "color"

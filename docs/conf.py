@@ -175,7 +175,13 @@ def _model_cards() -> None:
     lines = []
     titles = {
         "euler_denoiser_gray": 'EulerDenoiser(in_channels=1, pretrained="default")',
+        "euler_denoiser_gray_a095": (
+            'EulerDenoiser(in_channels=1, alpha=0.95, pretrained="default")'
+        ),
         "euler_denoiser_color": 'EulerDenoiser(in_channels=3, pretrained="default")',
+        "euler_denoiser_color_a095": (
+            'EulerDenoiser(in_channels=3, alpha=0.95, pretrained="default")'
+        ),
         "dncnn_baseline_gray": 'load_dncnn("dncnn-gray")  (baseline)',
     }
     for stem, title in titles.items():
@@ -242,11 +248,15 @@ def _denoiser_benchmark_tables() -> None:
     for path in sorted(results.glob("denoise_*.json")):
         data = json.loads(path.read_text())
         sig = [f"{s:g}" for s in data["sigmas"]]
-        cert = data["certificate"]
+        certs = [
+            f"{name}: Lipschitz <= {r['certificate']['lipschitz']:.6g}, alpha <= "
+            f"{r['certificate']['alpha']:.4g}"
+            for name, r in data["models"].items()
+            if "certificate" in r
+        ]
         lines += [
             f"``{path.name}``: {data['n_images']} images of ``{data['data']}``, "
-            f"{data['hardware']}; Euler certificate: Lipschitz <= {cert['lipschitz']:.6g}, "
-            f"alpha <= {cert['alpha']:.4g}.",
+            f"{data['hardware']}; certificates: {'; '.join(certs)}.",
             "",
             ".. list-table:: Mean PSNR (dB, outputs clipped to [0, 1]) and throughput",
             "   :header-rows: 1",
@@ -276,7 +286,8 @@ def _denoiser_benchmark_tables() -> None:
         data = json.loads(path.read_text())
         st = data["settings"]
         lines += [
-            f"``{path.name}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser, "
+            f"``{path.name}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser "
+            f"(alpha {st.get('alpha', 0.5)}), "
             f"images of ``{st['data']}`` (patterns {st['only']}, first {st['images']}, "
             f"centre crop {st['size']}), kernels ``{st['kernels']}``, {data['hardware']}.",
             "",
