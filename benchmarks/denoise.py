@@ -6,7 +6,8 @@ default), Gaussian noise of level 15, 25 and 50 (0-255 scale, fixed seed) is add
 the mean PSNR (outputs clipped to [0, 1]) is reported; throughput is the median time of
 denoising a batch of 256 x 256 images, in megapixels per second, on this CPU with
 --threads threads. Every shipped Euler denoiser for --channels is evaluated (one per
-averagedness target alpha), each with its certificate (Lipschitz bound, alpha). Prints a table and writes JSON to --out.
+averagedness target alpha), each with its certificate (Lipschitz bound, alpha). Prints a
+table and writes JSON to --out.
 
     python benchmarks/denoise.py --data ../shared/data/val/gray_set12 --out benchmarks/results
 """

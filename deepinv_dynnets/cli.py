@@ -101,9 +101,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .models import EulerDenoiser
     from .pnp import deblur
 
+    alpha = _accepted_alpha(1, "PGD")
     print(
         f"\n[1] Certified Plug-and-Play deblurring: built-in camera image ({args.size} x "
-        f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser (alpha 0.95), "
+        f"{args.size}), motion blur, noise 12.75/255, shipped Euler denoiser (alpha {alpha:g}), "
         "PnP-PGD"
     )
     tic = time.perf_counter()
@@ -111,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         _builtin_image(1, args.size)[None],
         _blur_kernel("motion", None, 0.0),
         12.75 / 255,
-        EulerDenoiser(in_channels=1, alpha=_accepted_alpha(1, "PGD"), pretrained="default"),
+        EulerDenoiser(in_channels=1, alpha=alpha, pretrained="default"),
         "PGD",
         max_iter=args.max_iter,
     )
@@ -426,9 +427,10 @@ def _deblur_figures(result, out: Path, tag: str) -> None:
 def _accepted_alpha(channels: int, algorithm: str) -> float:
     """The largest alpha of the shipped weights that the algorithm's certificate accepts."""
     from .models import PRETRAINED
+    from .pnp.certificate import _accepts_alpha
 
-    limit = 0.5 if algorithm.upper() in ("DRS", "ADMM") else 1.0
-    return max(a for a in PRETRAINED["default"][channels] if a <= limit and a < 1)
+    shipped = PRETRAINED["default"][channels]
+    return max(a for a in shipped if _accepts_alpha(algorithm.upper(), a))
 
 
 def cmd_deblur(args: argparse.Namespace) -> None:

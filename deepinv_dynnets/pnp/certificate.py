@@ -141,6 +141,11 @@ def _positive(name: str, value) -> float:
     return value
 
 
+def _accepts_alpha(algorithm: str, alpha: float) -> bool:
+    """Whether the algorithm's guarantee holds with an ``alpha``-averaged denoiser."""
+    return alpha <= 0.5 if algorithm in ("DRS", "ADMM") else alpha < 1
+
+
 def operator_sqnorm(
     physics: dinv.physics.LinearPhysics, img_size: tuple[int, ...] | None = None
 ) -> tuple[float, str]:
@@ -315,7 +320,7 @@ def _check_conditions(
     composite, governing = None, "x"
     if algorithm in ("DRS", "ADMM"):
         governing = "z" if algorithm == "DRS" else "x + z"
-        if alpha is not None and alpha > 0.5:
+        if alpha is not None and not _accepts_alpha(algorithm, alpha):
             fails.append(
                 f"FAILS: {algorithm} needs a firmly non-expansive denoiser (alpha <= 1/2, so "
                 f"that 2D - I is non-expansive), got alpha = {alpha:.4g}: use PGD or HQS, or "
@@ -331,9 +336,9 @@ def _check_conditions(
             )
         else:
             ok.append(f"ok: relaxation beta = {beta:g}")
-        if alpha is not None and alpha <= 0.5:
+        if alpha is not None and _accepts_alpha(algorithm, alpha):
             composite = beta / 2 if algorithm == "DRS" else 0.5
-    elif alpha is not None and alpha < 1:
+    elif alpha is not None and _accepts_alpha(algorithm, alpha):
         if needs_gradient:
             composite = compose_averaged(alpha, stepsize * lip / 2) if bound > stepsize else None
         elif g_first:
