@@ -290,6 +290,7 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.quiet,
         holdout=args.holdout,
+        autocast=torch.bfloat16 if args.bf16 else None,
     )
     summary = {
         "command": "dynnets " + " ".join(args.argv),
@@ -617,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--sigma-max", type=float, default=55.0, help="noise levels in [0, this]/255")
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    td.add_argument(
+        "--bf16",
+        action="store_true",
+        help="mixed precision: the training forward in bfloat16 (faster on CPUs with "
+        "AVX-512 BF16); weights, validation and certificate stay float32",
+    )
     td.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     td.add_argument("--quiet", action="store_true", help="no progress bar")
     td.add_argument("--out", default="runs/denoiser", help="output folder")

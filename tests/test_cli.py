@@ -160,16 +160,17 @@ def _image_folder(path, n=3, size=(37, 31)):
     return path
 
 
-@pytest.mark.parametrize("model", ["euler", "dncnn"])
-def test_train_denoiser_on_a_tiny_folder(tmp_path, model, capsys):
+@pytest.mark.parametrize("model,bf16", [("euler", False), ("dncnn", False), ("euler", True)])
+def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, capsys):
     data = _image_folder(tmp_path / "train")
     out = tmp_path / "run"
     args = ["train-denoiser", "--data", str(data), "--val", str(data), "--model", model,
             "--width", "4", "--hidden", "4", "--n-blocks", "2", "--epochs", "1",
             "--batch-size", "4", "--patch-size", "16", "--patches-per-image", "2", "--quiet",
-            "--out", str(out)]  # fmt: skip
+            "--out", str(out)] + ["--bf16"] * bf16  # fmt: skip
     assert main(args) == 0
     record = json.loads((out / "record.json").read_text())
+    assert record["settings"]["autocast"] == ("torch.bfloat16" if bf16 else None)
     assert set(record["history"][-1]["val_psnr"]) == {"15", "25", "50"}
     assert record["command"].startswith("dynnets train-denoiser --data")
     assert record["wall_time_s"] > 0 and "thread" in record["hardware"]

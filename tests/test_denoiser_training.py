@@ -152,6 +152,21 @@ def test_loss_decreases(gray_folder, make):
     assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
+@pytest.mark.parametrize("make", [_tiny_euler, _tiny_dncnn], ids=["euler", "dncnn"])
+def test_bfloat16_autocast_trains_float32_weights(gray_folder, make):
+    model = make()
+    record = train_denoiser(model, gray_folder, epochs=4, lr=1e-2, autocast=torch.bfloat16, **FAST)
+    losses = record.train_losses
+    assert all(math.isfinite(v) for v in losses) and min(losses[-2:]) < 0.8 * losses[0]
+    assert record.settings["autocast"] == "torch.bfloat16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    if isinstance(model, EulerDenoiser):
+        assert record.certificate["lipschitz"] <= 1.0
+        assert record.certificate["alpha"] <= model.alpha + 1e-12
+    with pytest.raises(ValueError, match="autocast"):
+        train_denoiser(model, gray_folder, epochs=1, autocast=torch.int8, **FAST)
+
+
 def test_sigma_per_image_and_fixed_levels(gray_folder):
     seen = []
 

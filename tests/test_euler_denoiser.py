@@ -1,5 +1,7 @@
 """EulerDenoiser: the guarantees, the step control during training, deepinv drop-in, files."""
 
+import copy
+
 import deepinv as dinv
 import pytest
 import torch
@@ -81,6 +83,21 @@ def test_step_control_holds_during_training(large_weights):
         model(torch.rand(1, 1, 5, 5, dtype=torch.float64), 0.1)
     cert = certify(model)
     assert cert.margin > 0 and cert.alpha <= model.alpha
+
+
+def test_step_bounds_are_estimated_in_float32_under_bfloat16_autocast():
+    # Mixed-precision training must not round the step-size bound nu to bfloat16.
+    torch.manual_seed(0)
+    model = EulerDenoiser(in_channels=1, width=8, hidden=8, n_blocks=2).train()
+    ref = copy.deepcopy(model)
+    x = torch.rand(2, 1, 12, 12)
+    ref(x, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, 0.1)
+    assert out.dtype == torch.float32  # the state x - h A^T s(Ax + b) stays float32
+    for block, ref_block in zip(model.blocks, ref.blocks, strict=True):
+        assert block.nu.dtype == torch.float32
+        torch.testing.assert_close(block.nu, ref_block.nu, rtol=1e-6, atol=0)
 
 
 def test_power_estimate_and_its_gradient_match_the_fft_symbol():

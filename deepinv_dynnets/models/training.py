@@ -404,6 +404,7 @@ def train_denoiser(
     grad_clip: float | None = 1.0,
     num_workers: int = 0,
     holdout: Sequence[str] = (),
+    autocast: torch.dtype | None = None,
 ) -> DenoiserTrainingRecord:
     r"""Train a denoiser on noisy/clean patches with the MSE loss.
 
@@ -460,6 +461,12 @@ def train_denoiser(
     :param int num_workers: ``DataLoader`` workers.
     :param holdout: file-name patterns of ``train_folder`` images left out of training
         (e.g. ``["kodak_2[1-4].png"]``); without ``val_folder`` they are the validation set.
+    :param torch.dtype | None autocast: run the training forward under
+        ``torch.autocast`` with this dtype (``torch.bfloat16``: mixed precision, about
+        1.7x faster steps on CPUs with AVX-512 BF16); weights, optimizer, loss,
+        validation and certificate stay in the model's dtype, and an
+        :class:`~deepinv_dynnets.models.EulerDenoiser` estimates its step bounds
+        :math:`\nu_i` outside autocast. ``None`` (default): the model's dtype throughout.
     :return: the :class:`DenoiserTrainingRecord`.
 
     :Examples:
@@ -499,6 +506,10 @@ def train_denoiser(
     val_levels = [float(s) for s in val_sigmas]
     if any(not math.isfinite(s) or s < 0 for s in val_levels):
         raise ValueError(f"val_sigmas must be finite and >= 0, got {val_sigmas!r}")
+    if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
+        raise ValueError(
+            f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
+        )
 
     holdout = [str(h) for h in holdout]
     data = ImagePatches(
@@ -532,6 +543,7 @@ def train_denoiser(
         n_train_images=len(data.images),
         n_val_images=0 if val_images is None else len(val_images),
         dtype=str(dtype),
+        autocast=None if autocast is None else str(autocast),
         n_parameters=sum(p.numel() for p in model.parameters()),
     )
 
@@ -573,7 +585,9 @@ def train_denoiser(
                 sigma = lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64)
             sigma = sigma.to(device=device, dtype=dtype)
             noise = torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)
-            loss = torch.mean((model(x + sigma.view(-1, 1, 1, 1) * noise, sigma) - x) ** 2)
+            with torch.autocast(device.type, autocast or dtype, enabled=autocast is not None):
+                out = model(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
+            loss = torch.mean((out.to(dtype) - x) ** 2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
