@@ -25,19 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from deepinv_dynnets.cli import cpu_name, load_denoiser
+from deepinv_dynnets.cli import center_crop, cpu_name, load_denoiser
 from deepinv_dynnets.models import load_images
 from deepinv_dynnets.pnp import deblur
 
 HERE = Path(__file__).resolve().parent
-
-
-def _crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None:
-        return x
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top : top + size, left : left + size]
 
 
 def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-5):
@@ -88,7 +80,7 @@ def main() -> None:
     runs = []
     jobs = [(i, k, s) for s in levels for i in range(len(images)) for k in names]
     for i, name, level in tqdm(jobs, desc="deblurring"):
-        x = _crop(images[i], args.size)[None]
+        x = center_crop(images[i], args.size)[None]
         kernel = torch.as_tensor(kernels[name], dtype=torch.float32)
         kernel = (kernel / kernel.sum())[None, None]
         result = run_one(x, kernel, level / 255, denoiser, args.algorithm, args.max_iter, i)

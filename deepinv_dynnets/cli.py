@@ -19,7 +19,7 @@ from .flows.evaluation import flow_errors, time_rollout
 from .flows.pinn import PINNFlow
 from .flows.training import train_supervised, train_unsupervised, trajectory_data
 
-__all__ = ["main", "build_parser", "cpu_name", "load_denoiser"]
+__all__ = ["main", "build_parser", "center_crop", "cpu_name", "load_denoiser"]
 
 SYSTEMS = {
     "harmonic-oscillator": systems.HarmonicOscillator,
@@ -325,15 +325,16 @@ def _builtin_image(channels: int, size: int) -> torch.Tensor:
     array = data.camera() if channels == 1 else data.astronaut()
     x = torch.from_numpy(array.astype("float32") / 255)
     x = x[None] if channels == 1 else x.permute(2, 0, 1)
-    return _center_crop(x, size)
+    return center_crop(x, size)
 
 
-def _center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+def center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of ``x`` (``(..., H, W)``); ``None``: all of it."""
     if size is None:
         return x
     h, w = x.shape[-2:]
     if size > min(h, w):
-        raise ValueError(f"--size {size} is larger than the image ({h} x {w})")
+        raise ValueError(f"size {size} is larger than the image ({h} x {w})")
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size].contiguous()
 
@@ -448,7 +449,7 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         path = Path(args.input)
         if not path.is_file():
             raise ValueError(f"--input {str(path)!r} is not a file")
-        x = _center_crop(load_image(path, args.channels), args.size)
+        x = center_crop(load_image(path, args.channels), args.size)
         source = str(path)
     kernel = _blur_kernel(args.kernel, args.kernel_name, args.blur_std)
     alpha = _accepted_alpha(args.channels, args.algorithm) if args.alpha is None else args.alpha
