@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="use only the first N images")
     parser.add_argument("--size", type=int, help="centre crop")
     parser.add_argument("--denoiser", default="default", help="'default', 'dncnn-gray', file")
-    parser.add_argument("--alpha", type=float, default=0.5, help="of the shipped weights")
+    parser.add_argument(
+        "--alpha", type=float, help="of the shipped weights (--denoiser default): 0.5 or 0.95"
+    )
     parser.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
@@ -76,6 +78,7 @@ def main() -> None:
     names = args.kernel_names.split(",") if args.kernel_names else list(kernels.files)
     levels = [float(s) for s in args.noise.split(",")]
     denoiser = load_denoiser(args.denoiser, args.channels, args.alpha)
+    args.alpha = getattr(denoiser, "alpha", None)  # recorded: the alpha actually used
 
     runs = []
     jobs = [(i, k, s) for s in levels for i in range(len(images)) for k in names]

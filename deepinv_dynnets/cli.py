@@ -366,7 +366,7 @@ def _blur_kernel(spec: str, name: str | None, blur_std: float) -> torch.Tensor:
     return (kernel / kernel.sum())[None, None]
 
 
-def load_denoiser(spec: str, channels: int = 1, alpha: float = 0.5) -> torch.nn.Module:
+def load_denoiser(spec: str, channels: int = 1, alpha: float | None = None) -> torch.nn.Module:
     """The denoiser a ``--denoiser`` (or ``--weights``) argument names.
 
     :param str spec: ``"default"`` (the shipped :class:`~deepinv_dynnets.EulerDenoiser`
@@ -375,10 +375,12 @@ def load_denoiser(spec: str, channels: int = 1, alpha: float = 0.5) -> torch.nn.
         :meth:`~deepinv_dynnets.EulerDenoiser.save` or
         :func:`~deepinv_dynnets.models.save_dncnn`.
     :param int channels: image channels, for ``"default"``.
-    :param float alpha: averagedness target of the shipped weights, for ``"default"``.
+    :param float | None alpha: averagedness target of the shipped weights, for
+        ``"default"`` (``None``: 0.5). With a file or a baseline it must be ``None`` or the
+        network's own target: it selects shipped weights, it does not change a network.
     :return: the model, in eval mode.
     :raises ValueError: an unknown name, a missing or unreadable file, no shipped weights
-        for ``channels`` and ``alpha``.
+        for ``channels`` and ``alpha``, an ``alpha`` that is not the loaded network's.
 
     :Examples:
 
@@ -388,19 +390,29 @@ def load_denoiser(spec: str, channels: int = 1, alpha: float = 0.5) -> torch.nn.
     """
     from .models import BASELINES, EulerDenoiser, load_dncnn
 
-    if spec in BASELINES:
-        return load_dncnn(spec)
     if spec == "default":
+        alpha = 0.5 if alpha is None else alpha
         return EulerDenoiser(in_channels=channels, alpha=alpha, pretrained="default")
-    path = Path(spec)
-    if not path.is_file():
+    if spec in BASELINES:
+        model = load_dncnn(spec)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(
+                f"--denoiser must be 'default', one of {', '.join(BASELINES)} or a file, "
+                f"got {spec!r}"
+            )
+        try:
+            model = EulerDenoiser.from_pretrained(path)
+        except ValueError:
+            model = load_dncnn(path)  # raises a clear error if it is neither
+    own = getattr(model, "alpha", None)
+    if alpha is not None and (own is None or abs(own - alpha) > 1e-12):
         raise ValueError(
-            f"--denoiser must be 'default', one of {', '.join(BASELINES)} or a file, got {spec!r}"
+            f"--alpha {alpha:g} selects shipped weights ('default'); {spec!r} is a "
+            f"{type(model).__name__} with alpha {own if own is None else format(own, 'g')}"
         )
-    try:
-        return EulerDenoiser.from_pretrained(path)
-    except ValueError:
-        return load_dncnn(path)  # raises a clear error if it is neither
+    return model
 
 
 def _deblur_figures(result, out: Path, tag: str) -> None:
@@ -452,7 +464,9 @@ def cmd_deblur(args: argparse.Namespace) -> None:
         x = center_crop(load_image(path, args.channels), args.size)
         source = str(path)
     kernel = _blur_kernel(args.kernel, args.kernel_name, args.blur_std)
-    alpha = _accepted_alpha(args.channels, args.algorithm) if args.alpha is None else args.alpha
+    alpha = args.alpha
+    if alpha is None and args.denoiser == "default":
+        alpha = _accepted_alpha(args.channels, args.algorithm)
     denoiser = load_denoiser(args.denoiser, args.channels, alpha)
     options = {"max_iter": args.max_iter, "relaxation": args.relaxation}
     if args.stepsize is not None:
@@ -674,7 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--weights", default="default", help="'default' or a weights file")
     ce.add_argument("--channels", type=int, default=1, choices=[1, 3])
     ce.add_argument(
-        "--alpha", type=float, default=0.5, help="averagedness of the shipped weights (0.5, 0.95)"
+        "--alpha",
+        type=float,
+        help="averagedness of the shipped weights (--weights default): 0.5 (default) or 0.95",
     )
     ce.add_argument("--method", default="fourier", choices=["fourier", "gram"])
     ce.set_defaults(func=cmd_certify)

@@ -248,5 +248,8 @@ def test_certify_prints_the_table_and_rejects_uncertified_weights(tmp_path, caps
     assert "Lipschitz <= 1" in capsys.readouterr().out
     assert main(["certify", "--weights", str(dncnn)]) == 2
     assert "no certificate" in capsys.readouterr().err
+    # --alpha selects shipped weights; it cannot relabel a file
+    assert main(["certify", "--weights", str(euler), "--alpha", "0.95"]) == 2
+    assert "--alpha 0.95 selects shipped weights" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert main(["certify", "--weights", str(tmp_path / "bad.pt")]) == 2
