@@ -5,7 +5,7 @@ with about the same compute (see the model cards). On every image of --data (Set
 default), Gaussian noise of level 15, 25 and 50 (0-255 scale, fixed seed) is added and
 the mean PSNR (outputs clipped to [0, 1]) is reported; throughput is the median time of
 denoising a batch of 256 x 256 images, in megapixels per second, on this CPU with
---threads threads. Every shipped Euler denoiser for --channels is evaluated (one per
+--threads threads (the models take turns, so that other load slows them alike). Every shipped Euler denoiser for --channels is evaluated (one per
 averagedness target alpha), each with its certificate (Lipschitz bound, alpha). Prints a
 table and writes JSON to --out.
 
@@ -44,15 +44,21 @@ def mean_psnr(model, images, sigma: float, seed: int = 0) -> float:
 
 
 @torch.no_grad()
-def throughput(model, channels: int, batch: int = 4, size: int = 256, repeats: int = 5) -> float:
+def throughput(
+    models: dict, channels: int, batch: int = 4, size: int = 256, repeats: int = 5
+) -> dict[str, float]:
+    """Megapixels per second of each model: median of ``repeats`` rounds, the models
+    taking turns within a round so that a busy machine slows them all alike."""
     x = torch.rand(batch, channels, size, size)
-    model(x, 0.1)  # warm-up (and the Euler denoiser's lazy step-size estimate)
-    times = []
+    times = {name: [] for name in models}
+    for model in models.values():
+        model(x, 0.1)  # warm-up (and the Euler denoiser's lazy step-size estimate)
     for _ in range(repeats):
-        tic = time.perf_counter()
-        model(x, 0.1)
-        times.append(time.perf_counter() - tic)
-    return batch * size * size / statistics.median(times) / 1e6
+        for name, model in models.items():
+            tic = time.perf_counter()
+            model(x, 0.1)
+            times[name].append(time.perf_counter() - tic)
+    return {name: batch * size * size / statistics.median(t) / 1e6 for name, t in times.items()}
 
 
 def main() -> None:
@@ -95,11 +101,12 @@ def main() -> None:
         "models": {},
         "published": PUBLISHED,
     }
+    speed = throughput(models, args.channels)
     for name, model in models.items():
         row = {f"{s:g}": mean_psnr(model, images, s / 255) for s in sigmas}
         results["models"][name] = {
             "psnr": row,
-            "megapixels_per_s": throughput(model, args.channels),
+            "megapixels_per_s": speed[name],
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         if name in eulers:
