@@ -160,9 +160,9 @@ class AveragedEulerBlock(nn.Module):
     def _estimate_nu(self, n_iter: int) -> Tensor:
         # In the weights' dtype even under autocast: the step bound must not be rounded.
         with torch.autocast(self.weight.device.type, enabled=False):
-            return self._estimate_nu_exact(n_iter)
+            return self._power_estimate(n_iter)
 
-    def _estimate_nu_exact(self, n_iter: int) -> Tensor:
+    def _power_estimate(self, n_iter: int) -> Tensor:
         """kappa c_P^2 times the per-frequency power estimate of max_j ||A(w_j)||^2.
 
         The iterations run under no_grad; the returned value is differentiable in the

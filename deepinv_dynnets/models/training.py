@@ -462,8 +462,8 @@ def train_denoiser(
     :param holdout: file-name patterns of ``train_folder`` images left out of training
         (e.g. ``["kodak_2[1-4].png"]``); without ``val_folder`` they are the validation set.
     :param torch.dtype | None autocast: run the training forward under
-        ``torch.autocast`` with this dtype (``torch.bfloat16``: mixed precision, about
-        1.7x faster steps on CPUs with AVX-512 BF16); weights, optimizer, loss,
+        ``torch.autocast`` with this dtype (``torch.bfloat16``: mixed precision, faster on
+        CPUs with AVX-512 BF16; see the training guide); weights, optimizer, loss,
         validation and certificate stay in the model's dtype, and an
         :class:`~deepinv_dynnets.models.EulerDenoiser` estimates its step bounds
         :math:`\nu_i` outside autocast. ``None`` (default): the model's dtype throughout.
@@ -585,7 +585,7 @@ def train_denoiser(
                 sigma = lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64)
             sigma = sigma.to(device=device, dtype=dtype)
             noise = torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)
-            with torch.autocast(device.type, autocast or dtype, enabled=autocast is not None):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 out = model(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
             loss = torch.mean((out.to(dtype) - x) ** 2)
             optimizer.zero_grad(set_to_none=True)
