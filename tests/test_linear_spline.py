@@ -100,9 +100,11 @@ def test_relu_init_is_near_relu_at_every_sigma_and_identity_init_near_identity()
     z = torch.linspace(-3, 3, 61).view(1, 1, -1, 1).expand(2, 4, -1, 1)
     relu_like = MonotoneLinearSpline(4)
     for sigma in (None, 0.0, torch.tensor([0.02, 0.2])):
-        assert float((relu_like(z, sigma) - torch.relu(z)).abs().max()) < 0.02 * 3
+        with torch.no_grad():
+            assert float((relu_like(z, sigma) - torch.relu(z)).abs().max()) < 0.02 * 3
     identity_like = MonotoneLinearSpline(4, init="identity")
-    assert float((identity_like(z) - z).abs().max()) < 0.02 * 3
+    with torch.no_grad():
+        assert float((identity_like(z) - z).abs().max()) < 0.02 * 3
 
 
 def test_sigma_scaling_rescales_the_knots():
