@@ -1,8 +1,10 @@
 """Convergent Plug-and-Play: certificates before the run, a monitor during it, solvers."""
 
-from .certificate import ALGORITHMS, PnPCertificate, operator_sqnorm, pnp_certificate
+from .anderson import SafeguardedAnderson
+from .certificate import ALGORITHMS, PnPCertificate, pnp_certificate
 from .deblurring import DeblurResult, deblur
 from .monitor import ConvergenceMonitor, MonitorReport
+from .physics_norms import POWER_SAFETY_FACTOR, operator_sqnorm
 from .solvers import convergent_pnp, default_parameters
 
 __all__ = [
@@ -10,6 +12,8 @@ __all__ = [
     "PnPCertificate",
     "pnp_certificate",
     "operator_sqnorm",
+    "POWER_SAFETY_FACTOR",
+    "SafeguardedAnderson",
     "ConvergenceMonitor",
     "MonitorReport",
     "convergent_pnp",

@@ -34,11 +34,17 @@ of a convex :math:`L`-smooth :math:`f` is :math:`\gamma L/2`-averaged, a proxima
 Hurault et al., 2022). A relaxation :math:`v \leftarrow (1 - \beta)v + \beta T v` of PGD,
 PGD (``g_first``) and HQS multiplies :math:`\alpha_T` by :math:`\beta` and needs
 :math:`0 < \beta < 1/\alpha_T`. PnP priors ignore ``lambda``, so it plays no role.
+
+:math:`\|A\|^2` comes from :func:`~deepinv_dynnets.pnp.operator_sqnorm`: a proven upper
+bound where the physics allows one. When it is only a power-iteration estimate and the
+verdict depends on it (PGD's gradient step), the certificate says ``ESTIMATE`` rather than
+``GUARANTEED`` (``guaranteed`` is ``False``, ``estimated`` is ``True``).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import deepinv as dinv
@@ -47,21 +53,21 @@ from torch import nn
 
 from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.certificates import certify
+from .physics_norms import POWER_SAFETY_FACTOR, operator_sqnorm
 
 __all__ = ["ALGORITHMS", "PnPCertificate", "operator_sqnorm", "pnp_certificate"]
 
 #: Algorithms with a certificate, by their ``deepinv.optim`` class name.
 ALGORITHMS = ("PGD", "HQS", "DRS", "ADMM")
-# Relative margin on power-iteration estimates of ||A||^2 (they approach from below).
-_POWER_MARGIN = 1e-2
 
 
 @dataclass
 class PnPCertificate:
     r"""What is proven about a Plug-and-Play run before it starts.
 
-    :param bool guaranteed: all conditions hold: the iterates of the governing variable
-        converge (to a fixed point, when one exists) with a non-increasing residual.
+    :param bool guaranteed: all conditions hold, on proven bounds only: the iterates of the
+        governing variable converge (to a fixed point, when one exists) with a
+        non-increasing residual.
     :param list[str] reasons: one line per condition, each starting with ``"ok:"`` or
         ``"FAILS:"`` (with the fix); failing ones first.
     :param str algorithm: ``"PGD"``, ``"HQS"``, ``"DRS"`` or ``"ADMM"``.
@@ -70,9 +76,9 @@ class PnPCertificate:
         not certified).
     :param float | None lipschitz_constant: :math:`L = \|A\|^2/s^2` of the data fidelity's
         gradient (``None`` if not smooth or unknown).
-    :param float sqnorm: the bound of :math:`\|A\|^2` used, and ``sqnorm_method`` how it
-        was obtained (``"exact"``, ``"young"``: :math:`\|k\|_1^2` for a blur, or
-        ``"power iteration"`` times :math:`1 + 10^{-2}`).
+    :param float sqnorm: the value of :math:`\|A\|^2` used, and ``sqnorm_method`` how it
+        was obtained (``"exact"``, ``"young"``, ``"bound"`` or ``"estimate"``, see
+        :func:`~deepinv_dynnets.pnp.operator_sqnorm`).
     :param float stepsize: :math:`\gamma`; ``stepsize_bound`` the largest allowed
         (:math:`2/L` for PGD, ``inf`` otherwise).
     :param float beta: relaxation of the iteration.
@@ -80,6 +86,9 @@ class PnPCertificate:
         not averaged).
     :param str governing: the variable the theorem is about (``"x"``, ``"z"`` or ``"x + z"``).
     :param list[str] notes: facts that do not change the verdict (e.g. an inexact prox).
+    :param bool estimated: all conditions hold, but one rests on a power-iteration estimate
+        of :math:`\|A\|^2` (not a bound): the verdict is ``ESTIMATE``, and
+        :func:`~deepinv_dynnets.convergent_pnp` guards the run at run time.
 
     :Examples:
 
@@ -103,9 +112,18 @@ class PnPCertificate:
     composite_alpha: float | None = None
     governing: str = "x"
     notes: list[str] = field(default_factory=list)
+    estimated: bool = False
 
     def __bool__(self) -> bool:
         return self.guaranteed
+
+    @property
+    def verdict(self) -> str:
+        """``"GUARANTEED"``, ``"ESTIMATE"`` (holds if the estimate of ``||A||^2`` is an upper
+        bound) or ``"NOT guaranteed"``."""
+        if self.guaranteed:
+            return "GUARANTEED"
+        return "ESTIMATE" if self.estimated else "NOT guaranteed"
 
     @property
     def failures(self) -> list[str]:
@@ -114,7 +132,7 @@ class PnPCertificate:
 
     def __str__(self) -> str:
         name = self.algorithm + (" (g_first)" if self.g_first else "")
-        verdict = "GUARANTEED" if self.guaranteed else "NOT guaranteed"
+        verdict = self.verdict
         lines = [f"PnP-{name} convergence: {verdict}"]
         lines += [f"  {r}" for r in self.reasons]
         if self.composite_alpha is not None:
@@ -146,71 +164,21 @@ def _accepts_alpha(algorithm: str, alpha: float) -> bool:
     return alpha <= 0.5 if algorithm in ("DRS", "ADMM") else alpha < 1
 
 
-def operator_sqnorm(
-    physics: dinv.physics.LinearPhysics, img_size: tuple[int, ...] | None = None
-) -> tuple[float, str]:
-    r"""An upper bound of :math:`\|A\|_2^2` for a linear ``physics``, and how it was found.
-
-    Exact for ``Denoising`` (1), ``Inpainting`` (largest squared mask value) and ``BlurFFT``
-    (largest squared modulus of the filter's transfer function); for ``Blur`` with
-    ``"valid"``, ``"circular"`` or zero (``"constant"``) padding, Young's inequality
-    :math:`\|A\| \le \max_c \|k_c\|_1`; otherwise deepinv's power iteration
-    (``physics.compute_sqnorm``, which needs ``img_size`` when the physics does not know
-    it) times :math:`1 + 10^{-2}`, an estimate rather than a bound.
-
-    :param deepinv.physics.LinearPhysics physics: the forward operator.
-    :param tuple | None img_size: ``(C, H, W)`` of the images, for the power iteration.
-    :return: ``(sqnorm, method)``.
-    :raises ValueError: ``physics`` is not a ``deepinv.physics.LinearPhysics``, or the power
-        iteration is needed and no image size is known.
-
-    :Examples:
-
-        >>> import deepinv as dinv, torch
-        >>> from deepinv_dynnets.pnp import operator_sqnorm
-        >>> kernel = torch.ones(1, 1, 3, 3) / 9
-        >>> sqnorm, method = operator_sqnorm(dinv.physics.BlurFFT((1, 16, 16), filter=kernel))
-        >>> round(sqnorm, 6), method
-        (1.0, 'exact')
-    """
-    if not isinstance(physics, dinv.physics.LinearPhysics):
-        raise ValueError(
-            f"the certificate needs a linear physics (deepinv.physics.LinearPhysics), got "
-            f"{type(physics).__name__}"
-        )
-    if type(physics) is dinv.physics.Denoising:
-        return 1.0, "exact"
-    if isinstance(physics, dinv.physics.Inpainting):
-        return float(physics.mask.detach().abs().max()) ** 2, "exact"
-    if isinstance(physics, dinv.physics.BlurFFT):
-        # the singular values are |FFT(filter)|: recomputed in float64 from the filter
-        symbol = dinv.physics.functional.filter_fft(
-            physics.filter.detach().to(torch.float64), physics.img_size, real_fft=True
-        )
-        return float(symbol.abs().max()) ** 2, "exact"
-    if isinstance(physics, dinv.physics.Blur) and physics.padding in (
-        "valid",
-        "circular",
-        "constant",
-    ):
-        taps = physics.filter.detach().to(torch.float64).abs().flatten(2).sum(-1)
-        return float(taps.max()) ** 2, "young"
-    size = img_size or getattr(physics, "img_size", None) or getattr(physics, "imsize", None)
-    if size is None:
-        raise ValueError(
-            f"cannot bound ||A||^2 of {type(physics).__name__} without the image size: pass "
-            f"img_size=(C, H, W)"
-        )
-    x0 = torch.randn((1, *tuple(size)), generator=torch.Generator().manual_seed(0))
-    sqnorm = physics.compute_sqnorm(x0, max_iter=200, tol=1e-6, verbose=False)
-    return float(sqnorm) * (1 + _POWER_MARGIN), "power iteration"
-
-
 def _denoiser_alpha(denoiser: nn.Module | float | None) -> tuple[float | None, str]:
     if denoiser is None:
         return None, "uncertified"
-    if isinstance(denoiser, int | float):
-        return float(denoiser), "given"
+    if isinstance(denoiser, bool) or not isinstance(denoiser, nn.Module | numbers.Real):
+        raise TypeError(
+            f"denoiser must be a torch.nn.Module, a number (an averagedness constant) or None, "
+            f"got {type(denoiser).__name__}"
+        )
+    if isinstance(denoiser, numbers.Real):
+        alpha = float(denoiser)
+        if not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(
+                f"denoiser: an averagedness constant must be a finite number > 0, got {alpha!r}"
+            )
+        return alpha, "given"
     inner = denoiser.denoiser if isinstance(denoiser, dinv.optim.PnP) else denoiser
     cert = certify(inner)
     return cert.alpha, type(inner).__name__
@@ -269,6 +237,28 @@ def pnp_certificate(
     )
 
 
+def fidelity_scale(data_fidelity: dinv.optim.DataFidelity | None) -> float | None:
+    r""":math:`1/s^2` of deepinv's ``L2(sigma=s)`` (``None``: L2), so that the gradient is
+    :math:`L = \|A\|^2/s^2`-Lipschitz; ``None`` for any other data fidelity (no known
+    constant). The worst (largest) value of a per-image ``sigma`` is used."""
+    if data_fidelity is None:
+        return 1.0
+    if not isinstance(data_fidelity, dinv.optim.DataFidelity):
+        raise TypeError(
+            f"data_fidelity must be a deepinv.optim.DataFidelity or None, got "
+            f"{type(data_fidelity).__name__}"
+        )
+    # a subclass that redefines the gradient is not covered by the formula
+    if not isinstance(data_fidelity, dinv.optim.L2) or type(data_fidelity).grad is not (
+        dinv.optim.L2.grad
+    ):
+        return None
+    scale = _tensor_to_float(data_fidelity.norm)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"data_fidelity: L2's 1/sigma^2 must be finite and > 0, got {scale!r}")
+    return scale
+
+
 def _check_conditions(
     physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
 ) -> PnPCertificate:
@@ -276,7 +266,8 @@ def _check_conditions(
     # operator_sqnorm's (value, method)), so that convergent_pnp computes the norm only once.
     sqnorm, method = norm
     g_first = bool(g_first) and algorithm == "PGD"
-    data_fidelity = dinv.optim.L2() if data_fidelity is None else data_fidelity
+    scale = fidelity_scale(data_fidelity)
+    fidelity_name = "L2" if data_fidelity is None else type(data_fidelity).__name__
     ok, fails, notes = [], [], []
     alpha, source = _denoiser_alpha(denoiser)
     if alpha is None:
@@ -284,49 +275,73 @@ def _check_conditions(
             f"FAILS: the denoiser ({source}) has no certified averagedness constant: use a "
             f"certified one (deepinv_dynnets.EulerDenoiser) or pass the constant you vouch for"
         )
+    elif not math.isfinite(alpha) or alpha <= 0:
+        fails.append(
+            f"FAILS: the denoiser's ({source}) averagedness constant is {alpha!r}, not a finite "
+            f"number in (0, 1): its certificate is broken (non-finite weights?)"
+        )
+        alpha = None
+    elif not _accepts_alpha(algorithm, alpha):
+        need = (
+            "alpha <= 1/2, so that 2D - I is non-expansive"
+            if algorithm
+            in (
+                "DRS",
+                "ADMM",
+            )
+            else "alpha < 1"
+        )
+        fix = (
+            "use PGD or HQS, or a denoiser trained with alpha <= 0.5 (the shipped "
+            "EulerDenoiser(alpha=0.5, pretrained='default'))"
+            if algorithm in ("DRS", "ADMM") and alpha < 1
+            else "use a certified averaged denoiser"
+        )
+        fails.append(
+            f"FAILS: {algorithm} needs an averaged denoiser with {need}; the denoiser "
+            f"({source}) is {alpha:.4g}-averaged: {fix}"
+        )
     else:
         ok.append(f"ok: denoiser ({source}) is {alpha:.4g}-averaged (certified)")
+    accepted = alpha is not None and _accepts_alpha(algorithm, alpha)
 
-    is_l2 = isinstance(data_fidelity, dinv.optim.L2)
-    lip = sqnorm * float(data_fidelity.norm) if is_l2 else None
+    lip = None if scale is None else sqnorm * scale
     needs_gradient = algorithm == "PGD" and not g_first
     bound = math.inf
+    estimated = False
     if needs_gradient:
         if lip is None:
             fails.append(
-                f"FAILS: PGD takes gradient steps on {type(data_fidelity).__name__}, whose "
-                f"gradient Lipschitz constant is not known: use L2 or g_first=True"
+                f"FAILS: PGD takes gradient steps on {fidelity_name}, whose gradient Lipschitz "
+                f"constant is not known: use L2 or g_first=True"
             )
         else:
             bound = 2 / lip
             where = f"L = ||A||^2/s^2 = {lip:.4g}, ||A||^2 {method}"
             if stepsize < bound:
                 ok.append(f"ok: stepsize {stepsize:.4g} < 2/L = {bound:.4g} ({where})")
+                estimated = method == "estimate"
             else:
                 fails.append(
                     f"FAILS: stepsize {stepsize:.4g} exceeds 2/L = {bound:.4g} ({where}): use "
                     f"a stepsize below {bound:.4g}"
                 )
+        if method == "estimate":
+            notes.append(
+                f"||A||^2 is a power-iteration estimate (x {POWER_SAFETY_FACTOR:g}), not a "
+                f"proven bound: the stepsize condition rests on it"
+            )
     else:
         ok.append(f"ok: stepsize {stepsize:.4g} > 0 (any positive stepsize for a proximal step)")
-        if not isinstance(physics, dinv.physics.DecomposablePhysics) and is_l2:
+        if not isinstance(physics, dinv.physics.DecomposablePhysics) and scale is not None:
             notes.append(
                 "the prox of the data fidelity is computed by conjugate gradient (inexact): "
                 "the guarantee is for the exact prox"
             )
-    if method == "power iteration":
-        notes.append("||A||^2 is a power-iteration estimate (x 1.01), not a proven bound")
 
     composite, governing = None, "x"
     if algorithm in ("DRS", "ADMM"):
         governing = "z" if algorithm == "DRS" else "x + z"
-        if alpha is not None and not _accepts_alpha(algorithm, alpha):
-            fails.append(
-                f"FAILS: {algorithm} needs a firmly non-expansive denoiser (alpha <= 1/2, so "
-                f"that 2D - I is non-expansive), got alpha = {alpha:.4g}: use PGD or HQS, or "
-                f"a denoiser trained with alpha <= 0.5 (the shipped "
-                f"EulerDenoiser(alpha=0.5, pretrained='default'))"
-            )
         if algorithm == "DRS" and not beta < 2:
             fails.append(f"FAILS: DRS needs beta in (0, 2), got beta = {beta:g}: use beta = 1")
         elif algorithm == "ADMM" and beta != 1:
@@ -336,31 +351,28 @@ def _check_conditions(
             )
         else:
             ok.append(f"ok: relaxation beta = {beta:g}")
-        if alpha is not None and _accepts_alpha(algorithm, alpha):
-            composite = beta / 2 if algorithm == "DRS" else 0.5
-    elif alpha is not None and _accepts_alpha(algorithm, alpha):
+            if accepted:
+                composite = beta / 2 if algorithm == "DRS" else 0.5
+    elif accepted and not fails:
         if needs_gradient:
-            composite = compose_averaged(alpha, stepsize * lip / 2) if bound > stepsize else None
+            composite = compose_averaged(alpha, stepsize * lip / 2)
         elif g_first:
             composite = compose_averaged(alpha, 0.5)
         else:
             composite = compose_averaged(0.5, alpha)
-        if composite is not None:
-            if beta * composite < 1:
-                ok.append(f"ok: relaxation beta = {beta:g} < 1/alpha_T = {1 / composite:.4g}")
-                composite *= beta
-            else:
-                fails.append(
-                    f"FAILS: relaxation beta = {beta:g} is not below 1/alpha_T = "
-                    f"{1 / composite:.4g}: use beta = 1"
-                )
-                composite = None
-    elif alpha is not None:
-        fails.append(f"FAILS: the denoiser is {alpha:g}-averaged: alpha < 1 is needed")
+        if beta * composite < 1:
+            ok.append(f"ok: relaxation beta = {beta:g} < 1/alpha_T = {1 / composite:.4g}")
+            composite *= beta
+        else:
+            fails.append(
+                f"FAILS: relaxation beta = {beta:g} is not below 1/alpha_T = "
+                f"{1 / composite:.4g}: use beta = 1"
+            )
+            composite = None
 
-    guaranteed = not fails
+    holds = not fails
     return PnPCertificate(
-        guaranteed=guaranteed,
+        guaranteed=holds and not estimated,
         reasons=fails + ok,
         algorithm=algorithm,
         g_first=g_first,
@@ -371,7 +383,8 @@ def _check_conditions(
         stepsize=stepsize,
         stepsize_bound=bound,
         beta=beta,
-        composite_alpha=composite if guaranteed else None,
+        composite_alpha=composite if holds else None,
         governing=governing,
         notes=notes,
+        estimated=holds and estimated,
     )

@@ -3,20 +3,24 @@ r"""Certified Plug-and-Play solvers on deepinv's optimisers: :func:`convergent_p
 from __future__ import annotations
 
 import math
+import numbers
 
 import deepinv as dinv
 import torch
 from torch import nn
 
+from .._validation import check_positive_int
 from ..models.relaxed_denoiser import RelaxedDenoiser
+from .anderson import FixedPointDriver, SafeguardedAnderson
 from .certificate import (
     ALGORITHMS,
     PnPCertificate,
     _check_conditions,
     _positive,
-    operator_sqnorm,
+    fidelity_scale,
 )
 from .monitor import ConvergenceMonitor
+from .physics_norms import operator_sqnorm
 
 __all__ = ["convergent_pnp", "default_parameters"]
 
@@ -35,6 +39,12 @@ _SIGMA_FACTOR = 1.0
 _SIGMA_FLOOR = 2 / 255
 _PGD_STEP_FRACTION = 0.95
 _PROX_STEP_TIMES_L = 5.0
+# deepinv solver keywords that cannot change the certified iteration; any other keyword
+# (params_algo, stepsize, sigma_denoiser, beta, backtracking, anderson_acceleration, DEQ,
+# unfold, ...) would replace or alter what the certificate is about, and is refused.
+_HARMLESS_KEYWORDS = frozenset(
+    {"custom_init", "custom_metrics", "get_output", "has_cost", "verbose", "show_progress_bar"}
+)
 
 
 def _noise_level(physics) -> float | None:
@@ -52,11 +62,13 @@ def default_parameters(
     physics: dinv.physics.LinearPhysics,
     algorithm: str = "PGD",
     img_size: tuple[int, ...] | None = None,
+    data_fidelity: dinv.optim.DataFidelity | None = None,
 ) -> dict[str, float]:
     r"""The parameters :func:`convergent_pnp` uses when none are given.
 
-    With :math:`s_n` the noise level of ``physics.noise_model`` and :math:`L = \|A\|^2`
-    (data fidelity ``L2()``):
+    With :math:`s_n` the noise level of ``physics.noise_model`` and :math:`L = \|A\|^2/s^2`
+    the Lipschitz constant of the gradient of the data fidelity actually used
+    (``L2(sigma=s)``; ``None`` is ``L2()``, :math:`s = 1`):
 
     - ``sigma_denoiser`` :math:`= \max(s_n, 2/255)`;
     - ``stepsize`` :math:`= 0.95 \cdot 2/L` for PGD (close to the most weight on the data
@@ -69,10 +81,14 @@ def default_parameters(
     :param deepinv.physics.LinearPhysics physics: the forward operator with its noise model.
     :param str algorithm: ``"PGD"``, ``"HQS"``, ``"DRS"`` or ``"ADMM"``.
     :param tuple | None img_size: the image size, if :func:`operator_sqnorm` needs it.
+    :param deepinv.optim.DataFidelity | None data_fidelity: the data fidelity of the run.
+        For another fidelity than L2 (no known :math:`L`), HQS, DRS and ADMM use
+        :math:`5/\|A\|^2`, and PGD has no default.
     :return: ``{"stepsize": ..., "sigma_denoiser": ...}``.
     :raises ValueError: the physics' noise model has no level ``sigma`` to derive the
-        denoiser's from, e.g. Poisson noise (pass ``sigma_denoiser``). Noiseless physics
-        get the floor.
+        denoiser's from, e.g. Poisson noise (pass ``sigma_denoiser``); PGD with a data
+        fidelity whose gradient has no known Lipschitz constant (pass ``stepsize``).
+        Noiseless physics get the floor.
 
     :Examples:
 
@@ -84,10 +100,13 @@ def default_parameters(
         >>> round(params["stepsize"], 3), round(params["sigma_denoiser"], 3)
         (1.9, 0.05)
     """
-    return _default_parameters(physics, str(algorithm).upper(), operator_sqnorm(physics, img_size))
+    norm = operator_sqnorm(physics, img_size)
+    return _default_parameters(physics, str(algorithm).upper(), norm, data_fidelity)
 
 
-def _default_parameters(physics, algorithm: str, norm: tuple[float, str]) -> dict[str, float]:
+def _default_parameters(
+    physics, algorithm: str, norm: tuple[float, str], data_fidelity, g_first: bool = False
+) -> dict[str, float]:
     noise = _noise_level(physics)
     if noise is None:
         raise ValueError(
@@ -96,10 +115,17 @@ def _default_parameters(physics, algorithm: str, norm: tuple[float, str]) -> dic
         )
     sigma = max(_SIGMA_FACTOR * noise, _SIGMA_FLOOR)
     sqnorm, _ = norm
-    if algorithm == "PGD":
-        stepsize = _PGD_STEP_FRACTION * 2 / sqnorm
+    scale = fidelity_scale(data_fidelity)
+    if algorithm == "PGD" and (scale is not None or not g_first):
+        if scale is None:
+            raise ValueError(
+                f"stepsize: PGD's certified stepsize is below 2/L, and the gradient of "
+                f"{type(data_fidelity).__name__} has no known Lipschitz constant L: pass "
+                f"stepsize, use L2, or g_first=True"
+            )
+        stepsize = _PGD_STEP_FRACTION * 2 / (sqnorm * scale)
     else:
-        stepsize = _PROX_STEP_TIMES_L / sqnorm
+        stepsize = _PROX_STEP_TIMES_L / (sqnorm * (1.0 if scale is None else scale))
     return {"stepsize": stepsize, "sigma_denoiser": sigma}
 
 
@@ -144,6 +170,7 @@ def convergent_pnp(
     thres_conv: float = 1e-5,
     early_stop: bool = True,
     img_size: tuple[int, ...] | None = None,
+    acceleration: bool | SafeguardedAnderson | None = None,
     **kwargs,
 ) -> tuple[dinv.optim.BaseOptim, PnPCertificate]:
     r"""A deepinv Plug-and-Play solver with its convergence certificate and a monitor.
@@ -155,13 +182,21 @@ def convergent_pnp(
     :func:`~deepinv_dynnets.pnp.pnp_certificate` and attaches a
     :class:`~deepinv_dynnets.pnp.ConvergenceMonitor` (``model.monitor``; its
     :meth:`~deepinv_dynnets.pnp.ConvergenceMonitor.report` after a run says whether the
-    residual stayed non-increasing). Any deepinv denoiser is accepted; one without a
+    residual behaved as the theorem says). Any deepinv denoiser is accepted; one without a
     certificate (e.g. ``DnCNN``) gives ``certificate.guaranteed = False`` with the reason.
     The model runs as usual, ``model(y, physics, x_gt=x, compute_metrics=True)``, and
     checks the measurement first (finite, shaped for ``physics``).
 
+    The run stops (with ``early_stop``) when the relative fixed-point residual
+    :math:`\|Tv_k - v_k\| / \|Tv_k\|` of the governing variable is below ``thres_conv``
+    for every image of the batch. A certified run is accelerated by default with the
+    safeguarded Anderson scheme of :mod:`deepinv_dynnets.pnp.anderson`, which keeps the
+    convergence guarantee. When the certificate rests on a power-iteration *estimate* of
+    :math:`\|A\|^2` (verdict ``ESTIMATE``), a PGD step that increases the residual halves
+    the stepsize and restarts the check (recorded in the monitor's report).
+
     Unset ``stepsize`` and ``sigma_denoiser`` come from :func:`default_parameters` (noise
-    level and operator norm of ``physics``).
+    level and operator norm of ``physics``, and ``data_fidelity``).
 
     :param deepinv.physics.LinearPhysics physics: the forward operator and noise model.
     :param torch.nn.Module denoiser: ``denoiser(x, sigma)``, e.g.
@@ -174,15 +209,25 @@ def convergent_pnp(
     :param bool g_first: PGD with the denoiser step first.
     :param deepinv.optim.DataFidelity | None data_fidelity: default ``deepinv.optim.L2()``.
     :param int max_iter: iteration cap.
-    :param float thres_conv: relative residual at which to stop (with ``early_stop``) and
-        that the monitor counts as converged.
+    :param float thres_conv: relative fixed-point residual at which to stop (with
+        ``early_stop``) and that the monitor counts as converged.
     :param bool early_stop: stop at ``thres_conv``.
     :param tuple | None img_size: the image size, if the physics does not carry it and the
-        operator norm needs a power iteration.
-    :param kwargs: passed to the deepinv solver.
+        operator norm needs it.
+    :param acceleration: ``None`` (default): safeguarded Anderson acceleration when the
+        certificate holds (``GUARANTEED`` or ``ESTIMATE``), none otherwise; ``True`` /
+        ``False`` to force it on / off; or a
+        :class:`~deepinv_dynnets.pnp.SafeguardedAnderson` with its settings.
+    :param kwargs: passed to the deepinv solver: only keywords that cannot change the
+        certified iteration (``custom_init``, ``custom_metrics``, ``get_output``,
+        ``has_cost``, ``verbose``, ``show_progress_bar``).
     :return: ``(model, certificate)``.
     :raises ValueError: unknown algorithm, non-linear physics, a non-positive stepsize,
-        ``sigma_denoiser`` or ``relaxation``, a denoiser that is not a module.
+        ``sigma_denoiser`` or ``relaxation``, a solver keyword that would replace the
+        certified parameters (``params_algo``, ``stepsize``, ...) or change the iteration
+        (``backtracking``, ``anderson_acceleration``, ...).
+    :raises TypeError: a denoiser that is not a module, a data fidelity that is not a
+        ``deepinv.optim.DataFidelity``, an ``acceleration`` of another type.
 
     :Examples:
 
@@ -196,52 +241,72 @@ def convergent_pnp(
         >>> cert.guaranteed
         True
         >>> x_hat, metrics = model(y, physics, x_gt=x, compute_metrics=True)
-        >>> model.monitor.report().monotone
-        True
+        >>> report = model.monitor.report()
+        >>> report.monotone, report.converged
+        (True, True)
     """
     algorithm = str(algorithm).upper()
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if not isinstance(denoiser, nn.Module):
-        raise ValueError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
+        raise TypeError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
     if not isinstance(physics, dinv.physics.LinearPhysics):
         raise ValueError(
-            f"convergent_pnp needs a linear physics (deepinv.physics.LinearPhysics) for its "
-            f"certificate, got {type(physics).__name__}"
+            f"physics: convergent_pnp needs a linear physics (deepinv.physics.LinearPhysics) "
+            f"for its certificate, got {type(physics).__name__}"
         )
+    refused = sorted(set(kwargs) - _HARMLESS_KEYWORDS)
+    if refused:
+        raise ValueError(
+            f"{', '.join(refused)}: convergent_pnp sets the solver's parameters itself, so that "
+            f"the certificate is about the iteration that runs; pass stepsize, "
+            f"sigma_denoiser, beta, relaxation, g_first, data_fidelity or acceleration "
+            f"instead (accepted solver keywords: {', '.join(sorted(_HARMLESS_KEYWORDS))})"
+        )
+    if acceleration is not None and not isinstance(acceleration, bool | SafeguardedAnderson):
+        raise TypeError(
+            f"acceleration must be None, a bool or a SafeguardedAnderson, got "
+            f"{type(acceleration).__name__}"
+        )
+    fidelity_scale(data_fidelity)  # type check before any work
+    max_iter = check_positive_int(max_iter, "max_iter")
+    thres_conv = _positive("thres_conv", thres_conv)
     norm = operator_sqnorm(physics, img_size)
     if stepsize is None or sigma_denoiser is None:
-        defaults = _default_parameters(physics, algorithm, norm)
+        defaults = _default_parameters(physics, algorithm, norm, data_fidelity, bool(g_first))
         stepsize = defaults["stepsize"] if stepsize is None else stepsize
         sigma_denoiser = defaults["sigma_denoiser"] if sigma_denoiser is None else sigma_denoiser
-    sigma_denoiser = float(sigma_denoiser)
-    if not math.isfinite(sigma_denoiser) or sigma_denoiser < 0:
-        raise ValueError(f"sigma_denoiser must be a finite number >= 0, got {sigma_denoiser!r}")
+    sigma_denoiser = _nonnegative("sigma_denoiser", sigma_denoiser)
+    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
     denoiser = denoiser.eval()
     if relaxation != 1:
         denoiser = RelaxedDenoiser(denoiser, relaxation)
-    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
     certificate = _check_conditions(
         physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
     )
     options = dict(
         prior=dinv.optim.PnP(denoiser),
         data_fidelity=dinv.optim.L2() if data_fidelity is None else data_fidelity,
-        max_iter=int(max_iter),
-        thres_conv=float(thres_conv),
+        max_iter=max_iter,
+        thres_conv=thres_conv,
         early_stop=bool(early_stop),
         crit_conv="residual",
         # every parameter through params_algo: it is the only way to set PGD's and HQS's beta
         params_algo={
-            "stepsize": float(stepsize),
+            "stepsize": stepsize,
             "g_param": sigma_denoiser,
             "lambda": 1.0,
-            "beta": float(beta),
+            "beta": beta,
         },
     )
     if algorithm == "PGD":
         options["g_first"] = bool(g_first)
     model = _SOLVERS[algorithm](**(options | kwargs))
+    certified = certificate.guaranteed or certificate.estimated
+    if acceleration is None or acceleration is True:
+        acceleration = SafeguardedAnderson() if (acceleration or certified) else None
+    elif acceleration is False:
+        acceleration = None
     model.certificate = certificate
     model.monitor = ConvergenceMonitor(
         variable=_GOVERNING[algorithm],
@@ -249,5 +314,26 @@ def convergent_pnp(
         threshold=thres_conv,
         skip_first=algorithm == "ADMM",
     ).attach(model)
+    driver = FixedPointDriver(
+        model.fixed_point.iterator.iterator,
+        model.monitor,
+        acceleration=acceleration,
+        threshold=thres_conv,
+        solver=model,
+        step_safeguard=certificate.estimated and algorithm == "PGD" and not g_first,
+    )
+    model.fixed_point.iterator = driver
+    # deepinv's own rule looks at x; the theorem is about the governing variable's residual
+    model.fixed_point.check_conv_fn = driver.check_conv
+    model.fixed_point.early_stop = bool(early_stop)
     model.register_forward_pre_hook(_check_measurement(physics, img_size), with_kwargs=True)
     return model, certificate
+
+
+def _nonnegative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
