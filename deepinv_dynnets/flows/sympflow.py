@@ -2,6 +2,7 @@ r"""SympFlow: a time-dependent symplectic network that is the exact flow of its 
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 from .._validation import check_positive
 from .base import NeuralFlow
 from .potentials import MLPPotential
-from .symplectic import apply_J, check_phase_space
+from .symplectic import apply_J
 
 __all__ = ["SympFlow", "SympFlowVectorField"]
 
@@ -77,6 +78,8 @@ class SympFlow(NeuralFlow):
     .. footbibliography::
     """
 
+    invertible = True
+
     def __init__(
         self,
         dim: int,
@@ -133,7 +136,10 @@ class SympFlow(NeuralFlow):
         # The two halves may round differently; the mask makes N(0, .) = id exactly.
         shift = g[:, :B] - g[:, B:]
         if not bool(TT[:, :B].all()):
-            shift = shift * (TT[:, :B] != 0)
+            if TT.requires_grad:  # keep d/dt at t = 0: shift - shift.detach() is 0 exactly
+                shift = torch.where(TT[:, :B] != 0, shift, shift - shift.detach())
+            else:
+                shift = shift * (TT[:, :B] != 0)
         return shift, dtP[:B], (None if dg is None else dg[:, :B] - dg[:, B:])
 
     def _forward_blocks(self, t, x: Tensor, with_time_derivative: bool = False):
@@ -218,8 +224,8 @@ class SympFlow(NeuralFlow):
         :param t: time(s): a float or a tensor broadcasting to ``x.shape[:-1]``.
         :param torch.Tensor x: states, shape ``(..., 2n)``.
         """
-        check_phase_space(x, "x", self.dim)
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        self._check_state(x, "x")
+        t = _check_times(t, x)
         return self._hamiltonian(t - self.dt * torch.floor(t / self.dt), x)
 
     @property
@@ -284,6 +290,41 @@ class SympFlow(NeuralFlow):
         return flow.eval()
 
 
+def _check_state_shape(y: Tensor, name: str, dim: int) -> None:
+    """Shape and dtype only, no scan of the values (cheap enough for every solver stage)."""
+    if not isinstance(y, Tensor) or not torch.is_floating_point(y):
+        what = f"dtype {y.dtype}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {what}")
+    if y.dim() == 0 or y.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have last dimension {dim} (positions q then momenta p), "
+            f"got shape {tuple(y.shape)}"
+        )
+
+
+def _check_times(t: Tensor | float, x: Tensor) -> Tensor:
+    """``t`` as a tensor like ``x``, or a ``ValueError`` if it is not real and finite or does
+    not broadcast to ``x.shape[:-1]``."""
+    if not isinstance(t, Tensor):
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise ValueError(f"t must be a real number or a tensor, got {type(t).__name__}")
+        t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
+    if t.is_complex() or not torch.is_floating_point(t):
+        raise ValueError(f"t must be a real floating-point time, got dtype {t.dtype}")
+    try:
+        shape = torch.broadcast_shapes(t.shape, x.shape[:-1])
+    except RuntimeError:
+        shape = None
+    if shape != x.shape[:-1]:
+        raise ValueError(
+            f"t must be a number or a tensor broadcasting to the batch shape "
+            f"{tuple(x.shape[:-1])} of the states, got shape {tuple(t.shape)}"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("t contains NaN or Inf values")
+    return t.to(dtype=x.dtype, device=x.device)
+
+
 class SympFlowVectorField(nn.Module):
     r"""The vector field :math:`f(t, y) = J\nabla_y H_{\mathcal N}(t, y)` of a :class:`SympFlow`.
 
@@ -312,11 +353,16 @@ class SympFlowVectorField(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+    def forward(self, t: Tensor | float, y: Tensor) -> Tensor:
+        r""":math:`J\nabla_y H_{\mathcal N}(t, y)`, shape ``y.shape``; ``t`` a float or a tensor
+        broadcasting to ``y.shape[:-1]``. Shapes and dtypes are checked, values are not (this
+        runs at every solver stage)."""
+        _check_state_shape(y, "y", self.flow.dim)
+        self.flow._check_state_dtype(y, "y")
+        t = _check_times(t, y)
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             y_ = y if y.requires_grad else y.detach().requires_grad_(True)
-            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
             t = t - self.flow.dt * torch.floor(t / self.flow.dt)
             H = self.flow._hamiltonian(t, y_).sum()
             (grad,) = torch.autograd.grad(H, y_, create_graph=create_graph)

@@ -480,7 +480,9 @@ class Kepler(HamiltonianSystem):
 
         H = -\frac{1}{2a}, \qquad e^2 = 1 + 2 H L^2, \qquad \text{period } 2\pi a^{3/2}.
 
-    The vector field is singular at :math:`q = 0` (collision).
+    The vector field is singular at :math:`q = 0` (collision): :meth:`energy`, the vector
+    field and :meth:`reference_trajectory` raise a ``ValueError`` for a state with
+    :math:`q = 0` instead of returning non-finite values.
 
     Domain of initial conditions: bound elliptic orbits with :math:`a \sim U[0.8, 1.2]`,
     :math:`e \sim U[0, 0.5]`, periapsis direction :math:`\varpi \sim U[0, 2\pi)` and
@@ -526,13 +528,25 @@ class Kepler(HamiltonianSystem):
         q1, q2, p1, p2 = y.unbind(dim=-1)
         return q1 * p2 - q2 * p1
 
+    @staticmethod
+    def _check_off_origin(r2: Tensor) -> None:
+        # H = -1/|q| is infinite there: an error rather than -inf energies or NaN fields.
+        if not bool((r2 > 0).all()):
+            raise ValueError(
+                "y has a state at the collision q = 0, where the Kepler Hamiltonian -1/|q| and "
+                "its vector field are singular (not finite)"
+            )
+
     def _hamiltonian(self, y: Tensor) -> Tensor:
         q, p = y[..., :2], y[..., 2:]
-        return 0.5 * (p**2).sum(dim=-1) - torch.linalg.vector_norm(q, dim=-1).reciprocal()
+        r = torch.linalg.vector_norm(q, dim=-1)
+        self._check_off_origin(r)
+        return 0.5 * (p**2).sum(dim=-1) - r.reciprocal()
 
     def _grad_hamiltonian(self, y: Tensor) -> Tensor:
         q, p = y[..., :2], y[..., 2:]
         r2 = (q**2).sum(dim=-1, keepdim=True)
+        self._check_off_origin(r2)
         return torch.cat([q * r2.pow(-1.5), p], dim=-1)
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
