@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 
 from deepinv_dynnets import EulerDenoiser, certify
-from deepinv_dynnets.cli import cpu_name
-from deepinv_dynnets.models import PRETRAINED, load_dncnn, load_images, psnr
+from deepinv_dynnets.data import load_images
+from deepinv_dynnets.metrics import psnr
+from deepinv_dynnets.models import PRETRAINED, load_dncnn
+from deepinv_dynnets.training import cpu_name
 
 HERE = Path(__file__).resolve().parent
 # Published Set12 figures (Zhang et al., 2017, Table 2), for context only.

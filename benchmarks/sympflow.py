@@ -34,8 +34,8 @@ from torchdiffeq import odeint
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows.evaluation import flow_errors, time_rollout
-from deepinv_dynnets.flows.training import hamiltonian_matching_loss, residual_loss
 from deepinv_dynnets.systems import HarmonicOscillator, HenonHeiles
+from deepinv_dynnets.training import hamiltonian_matching_loss, residual_loss
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = {

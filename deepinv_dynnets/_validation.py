@@ -75,3 +75,10 @@ def check_monotone_grid(t: Tensor, name: str = "t") -> None:
         step = t[1:] - t[:-1]
         if not (bool((step > 0).all()) or bool((step < 0).all())):
             raise ValueError(f"{name} must be strictly increasing or strictly decreasing")
+
+
+def check_channels(channels: object) -> int:
+    """Return ``channels`` if it is 1 (grey) or 3 (RGB), else raise a ``ValueError``."""
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    return int(channels)

@@ -17,7 +17,7 @@ from .flows import SympFlow
 from .flows.base import NeuralFlow
 from .flows.evaluation import flow_errors, time_rollout
 from .flows.pinn import PINNFlow
-from .flows.training import train_supervised, train_unsupervised, trajectory_data
+from .training import train_supervised, train_unsupervised, trajectory_data
 
 __all__ = ["main", "build_parser", "center_crop", "cpu_name", "load_denoiser"]
 
@@ -252,7 +252,8 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
     import deepinv
 
     from .lipschitz import certify
-    from .models import EulerDenoiser, save_dncnn, train_denoiser
+    from .models import EulerDenoiser, save_dncnn
+    from .training import train_denoiser
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -450,7 +451,7 @@ def _accepted_alpha(channels: int, algorithm: str) -> float:
 def cmd_deblur(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from .models import load_image
+    from .data import load_image
     from .pnp import deblur
 
     torch.set_num_threads(args.threads)

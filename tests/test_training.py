@@ -7,14 +7,15 @@ import torch
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import NeuralFlow, PINNFlow
-from deepinv_dynnets.flows.training import (
+from deepinv_dynnets.systems import HarmonicOscillator, HenonHeiles
+from deepinv_dynnets.training import (
     hamiltonian_matching_loss,
+    refine_lbfgs,
     residual_loss,
     train_supervised,
     train_unsupervised,
     trajectory_data,
 )
-from deepinv_dynnets.systems import HarmonicOscillator, HenonHeiles
 
 
 def test_residual_is_zero_for_the_exact_flow():
@@ -92,25 +93,139 @@ def test_supervised_training_on_noisy_segments():
     assert first.history[-1]["mse"] < first.history[0]["mse"] / 10
 
 
-def test_checkpoint_resume_continues_the_same_run(tmp_path):
-    system = HarmonicOscillator()
-    ckpt = tmp_path / "ckpt.pt"
+class _Interrupted(Exception):
+    pass
+
+
+class _FailingOscillator(HarmonicOscillator):
+    """Raises at the given call of ``sample``: a run killed in the middle."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def sample(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise _Interrupted
+        return super().sample(*args, **kwargs)
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_resumed_unsupervised_run_equals_the_uninterrupted_one(tmp_path):
+    # Killed during epoch 15 of 20 with a checkpoint at epoch 10; the resumed run starts
+    # from other initial weights, so it must restore the weights, the optimiser, the
+    # schedule and the sampler's generator to end exactly where the uninterrupted run ends.
+    system, ckpt = HarmonicOscillator(), tmp_path / "ckpt.pt"
+    common = dict(epochs=20, n_points=32, progress=False, seed=3)
     torch.manual_seed(0)
     full = SympFlow(2, n_layers=1, width=4)
+    reference = train_unsupervised(full, system, **common)
     torch.manual_seed(0)
-    half = SympFlow(2, n_layers=1, width=4)
-    train_unsupervised(full, system, epochs=20, n_points=32, progress=False)
-    train_unsupervised(
-        half, system, epochs=10, n_points=32, progress=False, checkpoint=ckpt, checkpoint_every=10
-    )
-    # a new run resuming from the checkpoint picks up at epoch 10
-    torch.manual_seed(0)
+    killed = SympFlow(2, n_layers=1, width=4)
+    with pytest.raises(_Interrupted):
+        train_unsupervised(
+            killed, _FailingOscillator(15), checkpoint=ckpt, checkpoint_every=10, **common
+        )
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 10
+    torch.manual_seed(1)
     resumed = SympFlow(2, n_layers=1, width=4)
-    record = train_unsupervised(
-        resumed, system, epochs=20, n_points=32, progress=False, checkpoint=ckpt, resume=True
-    )
-    assert len(record.history) == 20
+    record = train_unsupervised(resumed, system, checkpoint=ckpt, resume=True, **common)
     assert [h["epoch"] for h in record.history] == list(range(1, 21))
+    assert [h["loss"] for h in record.history] == [h["loss"] for h in reference.history]
+    _assert_same_weights(resumed, full)
+
+
+def test_resumed_supervised_run_equals_the_uninterrupted_one(tmp_path):
+    x0, t, y = trajectory_data(
+        HarmonicOscillator(), 32, 3, generator=torch.Generator().manual_seed(1)
+    )
+    ckpt = tmp_path / "ckpt.pt"
+    common = dict(epochs=12, batch_size=8, progress=False, checkpoint_every=5)
+    torch.manual_seed(0)
+    full = SympFlow(2, n_layers=1, width=4)
+    train_supervised(full, x0, t, y, **common)
+    torch.manual_seed(0)
+    first = SympFlow(2, n_layers=1, width=4)
+    train_supervised(first, x0, t, y, checkpoint=ckpt, **common)
+    # rewind the finished run's file to its epoch-10 state by training again to epoch 10
+    torch.manual_seed(0)
+    partial = SympFlow(2, n_layers=1, width=4)
+    steps = {"n": 0}
+    forward = partial.network
+
+    def failing_network(*args):
+        steps["n"] += 1
+        if steps["n"] > 10:
+            raise _Interrupted
+        return forward(*args)
+
+    partial.network = failing_network
+    with pytest.raises(_Interrupted):
+        train_supervised(partial, x0, t, y, checkpoint=ckpt, **common)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 10
+    torch.manual_seed(7)
+    resumed = SympFlow(2, n_layers=1, width=4)
+    train_supervised(resumed, x0, t, y, checkpoint=ckpt, resume=True, **common)
+    _assert_same_weights(resumed, full)
+    _assert_same_weights(first, full)
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    flow = SympFlow(2, n_layers=1, width=4)
+    with pytest.raises(ValueError, match="cannot read the training checkpoint"):
+        train_unsupervised(flow, HarmonicOscillator(), epochs=2, checkpoint=bad, resume=True)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        train_unsupervised(flow, HarmonicOscillator(), epochs=2, checkpoint=foreign, resume=True)
+    other = tmp_path / "other.pt"
+    train_unsupervised(
+        SympFlow(2, n_layers=1, width=6), HarmonicOscillator(), epochs=1, n_points=8,
+        checkpoint=other, progress=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="another architecture"):
+        train_unsupervised(flow, HarmonicOscillator(), epochs=2, checkpoint=other, resume=True)
+    with pytest.raises(ValueError, match="trains a SympFlow, not a PINNFlow"):
+        train_unsupervised(
+            PINNFlow(2), HarmonicOscillator(), epochs=2, matching=False, checkpoint=other,
+            resume=True,
+        )  # fmt: skip
+
+
+def test_checkpoint_every_few_minutes(tmp_path, monkeypatch):
+    # a clock that advances one minute per reading: every epoch is "due"
+    from deepinv_dynnets.training import loop
+
+    clock = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    saved = []
+    monkeypatch.setattr(loop, "save_checkpoint", lambda *a: saved.append(a[5]))
+    train_unsupervised(
+        SympFlow(2, n_layers=1, width=4), HarmonicOscillator(), epochs=4, n_points=8,
+        checkpoint=tmp_path / "c.pt", checkpoint_every=100, checkpoint_minutes=1.0,
+        progress=False,
+    )  # fmt: skip
+    assert saved == [1, 2, 3, 4]
+
+
+def test_diverging_loss_stops_before_the_step():
+    flow = SympFlow(2, n_layers=1, width=4)
+    before = [p.detach().clone() for p in flow.parameters()]
+
+    class Exploding(HarmonicOscillator):
+        def energy(self, y):
+            return super().energy(y) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+        train_unsupervised(flow, Exploding(), epochs=3, n_points=8, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(flow.parameters(), before, strict=True))
 
 
 def test_record_to_json(tmp_path):
@@ -158,8 +273,6 @@ def test_lbfgs_refinement_lowers_the_loss_and_keeps_the_dtype():
     system = HarmonicOscillator()
     flow = SympFlow(2, n_layers=1, width=8)
     train_unsupervised(flow, system, epochs=100, n_points=128, lr=1e-2, progress=False)
-    from deepinv_dynnets.flows.training import refine_lbfgs
-
     losses = refine_lbfgs(flow, system, steps=60, n_points=256, progress=False)
     assert losses[-1] < losses[0] and next(flow.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="matching=True needs a SympFlow"):

@@ -10,7 +10,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor, nn
 
-from ..models.training import psnr
+from ..metrics import psnr
 from .certificate import PnPCertificate
 from .monitor import ConvergenceMonitor, MonitorReport
 from .solvers import convergent_pnp

@@ -27,7 +27,8 @@ import torch
 from skimage import data
 
 from deepinv_dynnets import EulerDenoiser
-from deepinv_dynnets.models import load_dncnn, psnr
+from deepinv_dynnets.metrics import psnr
+from deepinv_dynnets.models import load_dncnn
 
 torch.manual_seed(0)
 

@@ -28,7 +28,7 @@ from torchdiffeq import odeint
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
 from deepinv_dynnets.flows.plotting import plot_rollout
-from deepinv_dynnets.flows.training import train_supervised, train_unsupervised, trajectory_data
+from deepinv_dynnets.training import train_supervised, train_unsupervised, trajectory_data
 from deepinv_dynnets.systems import HarmonicOscillator
 
 torch.manual_seed(0)

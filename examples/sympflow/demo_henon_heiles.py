@@ -29,7 +29,7 @@ from torchdiffeq import odeint
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
-from deepinv_dynnets.flows.training import train_unsupervised
+from deepinv_dynnets.training import train_unsupervised
 from deepinv_dynnets.systems import HenonHeiles
 
 torch.manual_seed(0)

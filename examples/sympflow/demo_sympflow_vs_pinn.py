@@ -24,7 +24,7 @@ from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import PINNFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
 from deepinv_dynnets.flows.symplectic import canonical_J
-from deepinv_dynnets.flows.training import train_unsupervised
+from deepinv_dynnets.training import train_unsupervised
 from deepinv_dynnets.systems import HarmonicOscillator
 
 torch.manual_seed(0)

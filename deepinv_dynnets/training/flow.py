@@ -16,26 +16,23 @@ segments :math:`(x_0, y_1, \dots, y_M)` at times :math:`t_m \in (0, \Delta t]`:
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checkpoints import load_training_state, save_training_state
-from .._validation import check_finite, check_positive
-from .base import NeuralFlow
-from .sympflow import SympFlow
-from .symplectic import check_phase_space
-from .systems import HamiltonianSystem
+from .._validation import check_finite, check_positive, check_positive_int
+from ..flows.base import NeuralFlow
+from ..flows.sympflow import SympFlow
+from ..flows.symplectic import check_phase_space
+from ..flows.systems import HamiltonianSystem
+from .loop import check_loop_arguments, fit
+from .record import TrainingRecord, world_size
 
 __all__ = [
-    "TrainingRecord",
     "residual_loss",
     "hamiltonian_matching_loss",
     "supervised_loss",
@@ -44,34 +41,6 @@ __all__ = [
     "train_supervised",
     "refine_lbfgs",
 ]
-
-
-@dataclass
-class TrainingRecord:
-    """What a training run did: its settings, the per-epoch losses and the wall time.
-
-    :Examples:
-
-        >>> from deepinv_dynnets.flows.training import TrainingRecord
-        >>> record = TrainingRecord(settings={"epochs": 2}, history=[{}, {}], wall_time_s=3.0)
-        >>> record.seconds_per_epoch
-        1.5
-    """
-
-    settings: dict
-    history: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
-    lbfgs_history: list[float] = field(default_factory=list)
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        """Mean wall time of one epoch (one optimiser step)."""
-        return self.wall_time_s / max(len(self.history), 1)
-
-    def to_json(self, path: str | Path) -> None:
-        """Write the record as JSON."""
-        data = asdict(self) | {"seconds_per_epoch": self.seconds_per_epoch}
-        Path(path).write_text(json.dumps(data, indent=2))
 
 
 def residual_loss(flow: NeuralFlow, system: HamiltonianSystem, t: Tensor, x0: Tensor) -> Tensor:
@@ -86,7 +55,7 @@ def residual_loss(flow: NeuralFlow, system: HamiltonianSystem, t: Tensor, x0: Te
 
         >>> import torch
         >>> from deepinv_dynnets import SympFlow
-        >>> from deepinv_dynnets.flows.training import residual_loss
+        >>> from deepinv_dynnets.training import residual_loss
         >>> from deepinv_dynnets.systems import HarmonicOscillator
         >>> flow, system = SympFlow(dim=2, n_layers=2, width=4), HarmonicOscillator()
         >>> x0 = system.sample(8)
@@ -106,13 +75,13 @@ def hamiltonian_matching_loss(
 
         >>> import torch
         >>> from deepinv_dynnets import SympFlow
-        >>> from deepinv_dynnets.flows.training import hamiltonian_matching_loss
+        >>> from deepinv_dynnets.training import hamiltonian_matching_loss
         >>> from deepinv_dynnets.systems import HarmonicOscillator
         >>> flow, system = SympFlow(dim=2, n_layers=2, width=4), HarmonicOscillator()
         >>> bool(hamiltonian_matching_loss(flow, system, torch.rand(8), system.sample(8)) >= 0)
         True
     """
-    return ((flow._hamiltonian(t, x) - system.energy(x)) ** 2).mean()
+    return ((flow.hamiltonian(t, x) - system.energy(x)) ** 2).mean()
 
 
 def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tensor:
@@ -126,7 +95,7 @@ def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tenso
 
         >>> import torch
         >>> from deepinv_dynnets import SympFlow
-        >>> from deepinv_dynnets.flows.training import supervised_loss
+        >>> from deepinv_dynnets.training import supervised_loss
         >>> flow = SympFlow(dim=2, n_layers=2, width=4)
         >>> x0, t = torch.randn(4, 2), torch.zeros(4, 1)
         >>> float(supervised_loss(flow, x0, t, x0.unsqueeze(1)))  # N(0, x0) = x0
@@ -157,7 +126,7 @@ def trajectory_data(
     :Examples:
 
         >>> from deepinv_dynnets.systems import HarmonicOscillator
-        >>> from deepinv_dynnets.flows.training import trajectory_data
+        >>> from deepinv_dynnets.training import trajectory_data
         >>> x0, t, y = trajectory_data(HarmonicOscillator(), 4, 3)
         >>> x0.shape, t.shape, y.shape
         (torch.Size([4, 2]), torch.Size([4, 3]), torch.Size([4, 3, 2]))
@@ -180,154 +149,6 @@ def trajectory_data(
     if noise_std > 0:
         y = y + noise_std * torch.randn(y.shape, generator=generator, dtype=torch.float64)
     return x0.to(dtype), t.to(dtype), y.to(dtype)
-
-
-def _fit(
-    flow: NeuralFlow,
-    step_losses: Callable[[int], dict[str, Tensor]],
-    epochs: int,
-    lr: float,
-    settings: dict,
-    checkpoint: str | Path | None,
-    checkpoint_every: int,
-    resume: bool,
-    progress: bool,
-) -> TrainingRecord:
-    """The shared loop: Adam, cosine decay to lr/100, gradient clipping, checkpoints."""
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    check_positive(lr, "lr")
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=lr / 100)
-    record = TrainingRecord(settings=settings)
-    start = 0
-    if checkpoint is not None and resume and Path(checkpoint).is_file():
-        saved, start = load_training_state(checkpoint, flow, optimizer, scheduler)
-        record = TrainingRecord(**saved)
-
-    flow.train()
-    bar = tqdm(
-        range(start, epochs), disable=not progress, desc="training", initial=start, total=epochs
-    )
-    for epoch in bar:
-        tic = time.perf_counter()
-        losses = step_losses(epoch)
-        total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        record.wall_time_s += time.perf_counter() - tic
-        entry = {"epoch": epoch + 1, "loss": total.item()} | {
-            k: v.item() for k, v in losses.items()
-        }
-        record.history.append(entry)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss {total.item()}")
-        if epoch % 50 == 0:
-            bar.set_postfix(loss=f"{entry['loss']:.2e}")
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save_training_state(checkpoint, flow, optimizer, scheduler, record, epoch + 1)
-    flow.eval()
-    return record
-
-
-def train_unsupervised(
-    flow: NeuralFlow,
-    system: HamiltonianSystem,
-    epochs: int = 2000,
-    n_points: int = 700,
-    lr: float = 5e-3,
-    matching: bool = True,
-    matching_weight: float = 1.0,
-    seed: int = 0,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int = 500,
-    resume: bool = False,
-    progress: bool = True,
-    lbfgs_steps: int = 0,
-    lbfgs_points: int = 4000,
-) -> TrainingRecord:
-    r"""Train a flow on the residual (+ Hamiltonian matching) with fresh collocation points.
-
-    Each epoch is one Adam step on ``n_points`` new points :math:`x_i \sim \Omega` and
-    times :math:`t_i \sim U[0, \Delta t]`; the learning rate decays along a cosine to
-    ``lr / 100`` and gradients are clipped to norm 1. Optionally, a refinement phase
-    follows (:func:`refine_lbfgs`): L-BFGS in float64 on one fixed set of ``lbfgs_points``
-    points, which takes the loss far lower than Adam's noisy steps do.
-
-    :param NeuralFlow flow: a :class:`~deepinv_dynnets.SympFlow` (or the PINN baseline,
-        with ``matching=False``), in the dtype to train in.
-    :param HamiltonianSystem system: the true system, giving :math:`J\nabla H`, :math:`H`
-        and the sampler of :math:`\Omega`.
-    :param int epochs: number of steps.
-    :param int n_points: collocation points per step.
-    :param float lr: initial learning rate.
-    :param bool matching: add the Hamiltonian-matching term (SympFlow only).
-    :param float matching_weight: its weight :math:`\lambda`.
-    :param int seed: seed of the collocation sampler.
-    :param checkpoint: file to save the run to every ``checkpoint_every`` epochs and at the
-        end, or ``None``.
-    :param bool resume: continue from ``checkpoint`` if it exists.
-    :param bool progress: show a tqdm progress bar.
-    :param int lbfgs_steps: L-BFGS iterations after the Adam phase (0: none).
-    :param int lbfgs_points: size of the fixed collocation set of that phase.
-    :return: the :class:`TrainingRecord`.
-
-    :Examples:
-
-        >>> from deepinv_dynnets import SympFlow
-        >>> from deepinv_dynnets.systems import HarmonicOscillator
-        >>> from deepinv_dynnets.flows.training import train_unsupervised
-        >>> flow = SympFlow(dim=2, n_layers=1, width=8)
-        >>> record = train_unsupervised(flow, HarmonicOscillator(), epochs=5, progress=False)
-        >>> len(record.history)
-        5
-    """
-    if matching and not isinstance(flow, SympFlow):
-        raise ValueError("matching=True needs a SympFlow (a flow with its own Hamiltonian)")
-    if flow.dim != system.dim:
-        raise ValueError(f"flow.dim = {flow.dim} does not match system.dim = {system.dim}")
-    if n_points < 1:
-        raise ValueError(f"n_points must be >= 1, got {n_points}")
-    param = next(flow.parameters())
-    dtype, device = param.dtype, param.device
-    generator = torch.Generator().manual_seed(seed)
-    settings = dict(
-        kind="unsupervised",
-        system=type(system).__name__,
-        flow=type(flow).__name__,
-        config=flow.config,
-        epochs=epochs,
-        n_points=n_points,
-        lr=lr,
-        matching=matching,
-        matching_weight=matching_weight,
-        seed=seed,
-        dtype=str(dtype),
-        lbfgs_steps=lbfgs_steps,
-        lbfgs_points=lbfgs_points,
-    )
-
-    def step_losses(epoch: int) -> dict[str, Tensor]:
-        x0 = system.sample(n_points, generator=generator, dtype=dtype).to(device)
-        t = flow.dt * torch.rand(n_points, generator=generator, dtype=dtype).to(device)
-        losses = {"residual": residual_loss(flow, system, t, x0)}
-        if matching:
-            losses["matching"] = matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
-        return losses
-
-    record = _fit(
-        flow, step_losses, epochs, lr, settings, checkpoint, checkpoint_every, resume, progress
-    )
-    if lbfgs_steps > 0:
-        tic = time.perf_counter()
-        record.lbfgs_history = refine_lbfgs(
-            flow, system, lbfgs_steps, lbfgs_points, matching, matching_weight, seed + 1, progress
-        )
-        record.wall_time_s += time.perf_counter() - tic
-    return record
 
 
 def refine_lbfgs(
@@ -361,7 +182,7 @@ def refine_lbfgs(
 
         >>> from deepinv_dynnets import SympFlow
         >>> from deepinv_dynnets.systems import HarmonicOscillator
-        >>> from deepinv_dynnets.flows.training import refine_lbfgs
+        >>> from deepinv_dynnets.training import refine_lbfgs
         >>> flow = SympFlow(dim=2, n_layers=1, width=4)
         >>> losses = refine_lbfgs(flow, HarmonicOscillator(), steps=20, n_points=64, progress=False)
         >>> len(losses)
@@ -420,6 +241,153 @@ def refine_lbfgs(
     return losses
 
 
+def _fit_flow(
+    flow: NeuralFlow,
+    step_losses,
+    settings: dict,
+    generator: torch.Generator,
+    epochs: int,
+    lr: float,
+    grad_clip: float | None,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    checkpoint_minutes: float | None,
+    resume: bool,
+    progress: bool,
+) -> TrainingRecord:
+    """One Adam step per epoch on the losses ``step_losses()`` draws from ``generator``."""
+
+    def run_epoch(epoch: int, step) -> dict:
+        losses = step_losses()
+        total = sum(losses.values())
+        step(total)
+        return {"loss": total.item()} | {k: v.item() for k, v in losses.items()}
+
+    record = TrainingRecord(settings=settings, world_size=world_size())
+    return fit(
+        flow,
+        run_epoch,
+        record,
+        epochs,
+        lr,
+        grad_clip=grad_clip,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes,
+        resume=resume,
+        progress=progress,
+        generator=generator,
+    )
+
+
+def train_unsupervised(
+    flow: NeuralFlow,
+    system: HamiltonianSystem,
+    epochs: int = 2000,
+    n_points: int = 700,
+    lr: float = 5e-3,
+    matching: bool = True,
+    matching_weight: float = 1.0,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+    lbfgs_steps: int = 0,
+    lbfgs_points: int = 4000,
+    grad_clip: float | None = 1.0,
+    checkpoint_minutes: float | None = None,
+) -> TrainingRecord:
+    r"""Train a flow on the residual (+ Hamiltonian matching) with fresh collocation points.
+
+    Each epoch is one Adam step on ``n_points`` new points :math:`x_i \sim \Omega` and
+    times :math:`t_i \sim U[0, \Delta t]`, drawn from a generator seeded by ``seed`` (its
+    state is checkpointed, so a resumed run draws the points an uninterrupted one would).
+    The loop is :func:`~deepinv_dynnets.training.fit`: the learning rate decays along a
+    cosine to ``lr / 100`` and gradients are clipped to norm ``grad_clip``. Optionally, a
+    refinement phase follows (:func:`refine_lbfgs`): L-BFGS in float64 on one fixed set of
+    ``lbfgs_points`` points, which takes the loss far lower than Adam's noisy steps do.
+
+    :param NeuralFlow flow: a :class:`~deepinv_dynnets.SympFlow` (or the PINN baseline,
+        with ``matching=False``), in the dtype and on the device to train in.
+    :param HamiltonianSystem system: the true system, giving :math:`J\nabla H`, :math:`H`
+        and the sampler of :math:`\Omega`.
+    :param int epochs: number of steps.
+    :param int n_points: collocation points per step.
+    :param float lr: initial learning rate.
+    :param bool matching: add the Hamiltonian-matching term (SympFlow only).
+    :param float matching_weight: its weight :math:`\lambda`.
+    :param int seed: seed of the collocation sampler.
+    :param checkpoint: file to save the run to every ``checkpoint_every`` epochs (and every
+        ``checkpoint_minutes``) and at the end, or ``None``.
+    :param bool resume: continue from ``checkpoint`` if it exists.
+    :param bool progress: show a tqdm progress bar.
+    :param int lbfgs_steps: L-BFGS iterations after the Adam phase (0: none).
+    :param int lbfgs_points: size of the fixed collocation set of that phase.
+    :param float | None grad_clip: maximal gradient norm, ``None`` for no clipping.
+    :param float | None checkpoint_minutes: see :func:`~deepinv_dynnets.training.fit`.
+    :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
+
+    :Examples:
+
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.training import train_unsupervised
+        >>> flow = SympFlow(dim=2, n_layers=1, width=8)
+        >>> record = train_unsupervised(flow, HarmonicOscillator(), epochs=5, progress=False)
+        >>> len(record.history)
+        5
+    """
+    epochs = check_loop_arguments(epochs, lr, grad_clip, checkpoint_every, checkpoint_minutes)
+    if matching and not isinstance(flow, SympFlow):
+        raise ValueError("matching=True needs a SympFlow (a flow with its own Hamiltonian)")
+    if flow.dim != system.dim:
+        raise ValueError(f"flow.dim = {flow.dim} does not match system.dim = {system.dim}")
+    n_points = check_positive_int(n_points, "n_points")
+    if lbfgs_steps:
+        check_positive_int(lbfgs_steps, "lbfgs_steps")
+        check_positive_int(lbfgs_points, "lbfgs_points")
+    param = next(flow.parameters())
+    dtype, device = param.dtype, param.device
+    generator = torch.Generator().manual_seed(seed)
+    settings = dict(
+        kind="unsupervised",
+        system=type(system).__name__,
+        flow=type(flow).__name__,
+        config=flow.config,
+        epochs=epochs,
+        n_points=n_points,
+        lr=lr,
+        matching=matching,
+        matching_weight=matching_weight,
+        seed=seed,
+        dtype=str(dtype),
+        device=str(device),
+        lbfgs_steps=lbfgs_steps,
+        lbfgs_points=lbfgs_points,
+    )
+
+    def step_losses() -> dict[str, Tensor]:
+        x0 = system.sample(n_points, generator=generator, dtype=dtype).to(device)
+        t = flow.dt * torch.rand(n_points, generator=generator, dtype=dtype).to(device)
+        losses = {"residual": residual_loss(flow, system, t, x0)}
+        if matching:
+            losses["matching"] = matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
+        return losses
+
+    record = _fit_flow(
+        flow, step_losses, settings, generator, epochs, lr, grad_clip, checkpoint,
+        checkpoint_every, checkpoint_minutes, resume, progress,
+    )  # fmt: skip
+    if lbfgs_steps > 0:
+        tic = time.perf_counter()
+        record.lbfgs_history = refine_lbfgs(
+            flow, system, lbfgs_steps, lbfgs_points, matching, matching_weight, seed + 1, progress
+        )
+        record.wall_time_s += time.perf_counter() - tic
+    return record
+
+
 def train_supervised(
     flow: NeuralFlow,
     x0: Tensor,
@@ -433,27 +401,33 @@ def train_supervised(
     checkpoint_every: int = 500,
     resume: bool = False,
     progress: bool = True,
+    grad_clip: float | None = 1.0,
+    checkpoint_minutes: float | None = None,
 ) -> TrainingRecord:
     r"""Train a flow on trajectory segments (see :func:`trajectory_data`).
 
-    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments.
+    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments, drawn
+    from a generator seeded by ``seed``; the loop is :func:`~deepinv_dynnets.training.fit`
+    (see :func:`train_unsupervised` for the schedule and checkpoints).
 
-    :param NeuralFlow flow: the flow, in the data's dtype.
+    :param NeuralFlow flow: the flow, in the data's dtype and on its device.
     :param torch.Tensor x0: initial states ``(N, 2n)``.
     :param torch.Tensor t: times ``(N, M)`` in :math:`[0, \Delta t]`.
     :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
-    :return: the :class:`TrainingRecord`.
+    :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
 
     :Examples:
 
         >>> from deepinv_dynnets import SympFlow
         >>> from deepinv_dynnets.systems import HarmonicOscillator
-        >>> from deepinv_dynnets.flows.training import trajectory_data, train_supervised
+        >>> from deepinv_dynnets.training import trajectory_data, train_supervised
         >>> x0, t, y = trajectory_data(HarmonicOscillator(), 8, 4)
         >>> flow = SympFlow(dim=2, n_layers=1, width=8)
         >>> len(train_supervised(flow, x0, t, y, epochs=3, progress=False).history)
         3
     """
+    epochs = check_loop_arguments(epochs, lr, grad_clip, checkpoint_every, checkpoint_minutes)
+    batch_size = check_positive_int(batch_size, "batch_size")
     check_phase_space(x0, "x0", flow.dim)
     check_phase_space(y, "y", flow.dim)
     check_finite(t, "t")
@@ -478,10 +452,11 @@ def train_supervised(
         seed=seed,
     )
 
-    def step_losses(epoch: int) -> dict[str, Tensor]:
+    def step_losses() -> dict[str, Tensor]:
         idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
         return {"mse": supervised_loss(flow, x0[idx], t[idx], y[idx])}
 
-    return _fit(
-        flow, step_losses, epochs, lr, settings, checkpoint, checkpoint_every, resume, progress
-    )
+    return _fit_flow(
+        flow, step_losses, settings, generator, epochs, lr, grad_clip, checkpoint,
+        checkpoint_every, checkpoint_minutes, resume, progress,
+    )  # fmt: skip

@@ -1,0 +1,43 @@
+"""Training: one loop (:func:`fit`) for the denoisers and the flows, and one record.
+
+- :func:`train_denoiser` trains an image denoiser on patches (:class:`ImagePatches`);
+- :func:`train_unsupervised` and :func:`train_supervised` train a learned flow;
+- both run :func:`fit` (Adam, cosine schedule, gradient clipping, resumable checkpoints,
+  progress bar) and return a :class:`TrainingRecord`, the model card of the weights.
+"""
+
+from .denoiser import DEFAULT_VAL_SIGMAS, ImagePatches, evaluate_psnr, train_denoiser
+from .flow import (
+    hamiltonian_matching_loss,
+    refine_lbfgs,
+    residual_loss,
+    supervised_loss,
+    train_supervised,
+    train_unsupervised,
+    trajectory_data,
+)
+from .loop import check_loop_arguments, fit, load_checkpoint, save_checkpoint
+from .record import TrainingRecord, cpu_name, hardware, relative_path, world_size
+
+__all__ = [
+    "fit",
+    "check_loop_arguments",
+    "save_checkpoint",
+    "load_checkpoint",
+    "TrainingRecord",
+    "cpu_name",
+    "hardware",
+    "world_size",
+    "relative_path",
+    "train_denoiser",
+    "ImagePatches",
+    "evaluate_psnr",
+    "DEFAULT_VAL_SIGMAS",
+    "train_unsupervised",
+    "train_supervised",
+    "trajectory_data",
+    "refine_lbfgs",
+    "residual_loss",
+    "hamiltonian_matching_loss",
+    "supervised_loss",
+]
