@@ -1,0 +1,253 @@
+"""Mutation testing of the guarantee-carrying modules with mutmut, one module at a time.
+
+mutmut (``pip install mutmut``, the ``dev`` extra) changes one operator, constant or call
+at a time in the module and runs the tests that execute the changed function: a mutant
+that no test fails on ("survived") is a change to the guarantee's code that the suite
+cannot see. The run happens in a temporary copy of the package and tests (the working
+tree is never touched), at ``nice -n 19`` with one thread and one mutant at a time, and
+stops after ``--budget`` seconds (what finished is still reported). ::
+
+    python benchmarks/mutation_testing.py --list
+    python benchmarks/mutation_testing.py --module lipschitz/averagedness.py --budget 900
+
+writes ``benchmarks/results/mutation_<module>.json``: the score
+``killed / (killed + survived)``, every surviving mutant with its diff, and the review of
+the survivors that are known to be equivalent or harmless (``REVIEWED`` below: each entry
+says why no test can or should kill it). A survivor not in ``REVIEWED`` is printed as
+UNREVIEWED and makes the script exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from planted_bugs import make_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "deepinv_dynnets"
+RESULTS = ROOT / "benchmarks" / "results"
+
+# The guarantee-carrying modules (relative to the package) and the test files that check
+# them. "auto" adds every test file that names one of the module's public functions.
+MODULES = {
+    "lipschitz/averagedness.py": ["auto"],
+    "lipschitz/operator_norms.py": ["auto"],
+    "lipschitz/certificates.py": ["auto"],
+    "models/euler_denoiser.py": ["auto"],
+    "pnp/certificate.py": ["auto"],
+    "pnp/monitor.py": ["auto"],
+    "flows/sympflow.py": ["auto"],
+}
+
+# Tests left out of mutation runs: they re-check the shipped weights (seconds each, run for
+# every mutant); the constants they check are also checked on small synthetic networks.
+SLOW_TESTS = "test_shipped_weights_are_certified_and_averaged"
+
+# Survivors reviewed by hand, keyed by (function, the mutated line with blanks removed).
+# Each says why the mutant is equivalent (the same function) or cannot weaken a guarantee.
+REVIEWED: dict[tuple[str, str], str] = {}
+
+
+def _public_names(source: str) -> list[str]:
+    return re.findall(r"^(?:def|class) ([A-Za-z]\w*)", source, flags=re.M)
+
+
+def select_tests(module: str, spec: list[str], tests_dir: Path) -> list[str]:
+    """Test files for ``module``: the listed ones, plus (``"auto"``) those naming it."""
+    chosen = [t for t in spec if t != "auto"]
+    if "auto" in spec:
+        source = (ROOT / PACKAGE / module).read_text()
+        dotted = f"{PACKAGE}.{module[:-3].replace('/', '.')}"
+        words = [dotted, *_public_names(source)]
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b")
+        for path in sorted(tests_dir.glob("test_*.py")):
+            if pattern.search(path.read_text()):
+                chosen.append(f"tests/{path.name}")
+    if not chosen:
+        raise SystemExit(f"no test file names {module}: pass --tests")
+    return sorted(set(chosen))
+
+
+def _setup_cfg(module: str, tests: list[str], exclude: str | None) -> str:
+    lines = [
+        "[mutmut]",
+        f"source_paths = {PACKAGE}",
+        f"only_mutate = {PACKAGE}/{module}",
+        "pytest_add_cli_args_test_selection =",
+        *[f"    {t}" for t in tests],
+        "pytest_add_cli_args =",
+        "    -p",
+        "    no:cacheprovider",
+        "    -q",
+        # a mutant is killed by its first failing test: the others need not run
+        "    -x",
+        *(["    -k", f"    not ({exclude})"] if exclude else []),
+        # torch is not fork-safe after it has run: fork each mutant from a clean server
+        "process_isolation = forkserver",
+        "use_git_change_detection = false",
+        "timeout_multiplier = 5.0",
+        "timeout_constant = 30.0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mutant_function(name: str) -> str:
+    # mutmut names a mutant "<dotted module>.x_<function>__mutmut_<n>" (methods: "xǁClassǁm")
+    tail = name.rsplit(".", 1)[-1]
+    tail = re.sub(r"__mutmut_\d+$", "", tail)
+    return tail.split("ǁ")[-1] if "ǁ" in tail else tail.removeprefix("x_")
+
+
+def _mutated_line(diff: str) -> str:
+    added = [
+        line[1:]
+        for line in diff.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    return "".join("".join(added).split())
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None):
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out, False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        return proc.returncode, out, True
+
+
+def mutate(
+    module: str, tests: list[str], budget: float, exclude: str | None, worktree: bool, keep: bool
+) -> dict:
+    """Run mutmut on ``module`` in a temporary copy; return the summary dictionary."""
+    from mutmut.stats import status_by_exit_code
+
+    scratch = Path(tempfile.mkdtemp(prefix="dynnets-mutation-"))
+    work = scratch / "copy"
+    try:
+        make_copy(work, worktree)
+        (work / "setup.cfg").write_text(_setup_cfg(module, tests, exclude))
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(work))
+        mutmut = [sys.executable, "-m", "mutmut"]
+        tic = time.time()
+        code, out, timed_out = _run(
+            ["nice", "-n", "19", *mutmut, "run", "--max-children", "1"], work, env, budget
+        )
+        wall = time.time() - tic
+        meta = work / "mutants" / PACKAGE / (module + ".meta")
+        if not meta.exists():
+            raise SystemExit(f"mutmut produced no results for {module}:\n{out[-4000:]}")
+        exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        counts: dict[str, int] = {}
+        survivors = []
+        for name, exit_code in sorted(exit_codes.items()):
+            status = status_by_exit_code[exit_code]
+            counts[status] = counts.get(status, 0) + 1
+            if status == "survived":
+                _, diff, _ = _run([*mutmut, "show", name], work, env, 120)
+                function = _mutant_function(name)
+                review = REVIEWED.get((function, _mutated_line(diff)))
+                survivors.append(
+                    {"mutant": name, "function": function, "diff": diff.strip(), "review": review}
+                )
+        killed = counts.get("killed", 0) + counts.get("timeout", 0)
+        tested = killed + counts.get("survived", 0)
+        return {
+            "module": f"{PACKAGE}/{module}",
+            "tests": tests,
+            "excluded": exclude,
+            "counts": counts,
+            "mutants": len(exit_codes),
+            "score": None if tested == 0 else killed / tested,
+            "complete": not timed_out and counts.get("not checked", 0) == 0,
+            "budget_s": budget,
+            "wall_s": round(wall, 1),
+            "mutmut_exit_code": code,
+            "survivors": survivors,
+            "unreviewed": sum(s["review"] is None for s in survivors),
+            "source": "working tree" if worktree else "HEAD",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip(),
+            "command": "python benchmarks/mutation_testing.py --module "
+            + module
+            + f" --budget {budget:g}",
+        }
+    finally:
+        if keep:
+            print(f"kept the mutation copy in {work}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--module", help="module to mutate, relative to the package")
+    parser.add_argument("--tests", nargs="+", help="test files (default: the module's own list)")
+    parser.add_argument(
+        "--exclude",
+        default=SLOW_TESTS,
+        help="pytest -k expression of tests to leave out ('' for none; default: the checks "
+        "of the shipped weights, 37 s of the 42 s that the lipschitz tests take)",
+    )
+    parser.add_argument("--worktree", action="store_true", help="copy the working tree, not HEAD")
+    parser.add_argument("--budget", type=float, default=900.0, help="seconds before stopping")
+    parser.add_argument(
+        "--out", type=Path, help="result file (default results/mutation_<module>.json)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = parser.parse_args(argv)
+    if args.list or not args.module:
+        for module, spec in MODULES.items():
+            print(f"{module:32s} {' '.join(select_tests(module, spec, ROOT / 'tests'))}")
+        return 0
+    module = args.module.removeprefix(f"{PACKAGE}/")
+    if not (ROOT / PACKAGE / module).is_file():
+        raise SystemExit(f"no module {PACKAGE}/{module}")
+    tests = args.tests or select_tests(module, MODULES.get(module, ["auto"]), ROOT / "tests")
+    summary = mutate(module, tests, args.budget, args.exclude or None, args.worktree, args.keep)
+    out = args.out or RESULTS / f"mutation_{Path(module).stem}.json"
+    out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    score = "n/a" if summary["score"] is None else f"{summary['score']:.1%}"
+    print(
+        f"{summary['module']}: {summary['counts']} score {score} "
+        f"({'complete' if summary['complete'] else 'INCOMPLETE: budget reached'}), wrote {out}"
+    )
+    for s in summary["survivors"]:
+        print(
+            f"\n{'reviewed' if s['review'] else 'UNREVIEWED'} survivor {s['mutant']}\n{s['diff']}"
+        )
+        if s["review"]:
+            print(f"  -> {s['review']}")
+    return 1 if summary["unreviewed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
