@@ -63,11 +63,13 @@ def _public_names(source: str) -> list[str]:
     return re.findall(r"^(?:def|class) ([A-Za-z]\w*)", source, flags=re.M)
 
 
-def select_tests(module: str, spec: list[str], tests_dir: Path) -> list[str]:
-    """Test files for ``module``: the listed ones, plus (``"auto"``) those naming it."""
+def select_tests(module: str, spec: list[str], root: Path = ROOT) -> list[str]:
+    """Test files for ``module`` in the tree ``root``: the listed ones, plus (``"auto"``)
+    those naming the module or one of its public functions or classes."""
     chosen = [t for t in spec if t != "auto"]
+    tests_dir = root / "tests"
     if "auto" in spec:
-        source = (ROOT / PACKAGE / module).read_text()
+        source = (root / PACKAGE / module).read_text()
         dotted = f"{PACKAGE}.{module[:-3].replace('/', '.')}"
         words = [dotted, *_public_names(source)]
         pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b")
@@ -142,7 +144,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None):
 
 
 def mutate(
-    module: str, tests: list[str], budget: float, exclude: str | None, worktree: bool, keep: bool
+    module: str, spec: list[str], budget: float, exclude: str | None, worktree: bool, keep: bool
 ) -> dict:
     """Run mutmut on ``module`` in a temporary copy; return the summary dictionary."""
     from mutmut.stats import status_by_exit_code
@@ -151,6 +153,7 @@ def mutate(
     work = scratch / "copy"
     try:
         make_copy(work, worktree)
+        tests = select_tests(module, spec, work)
         (work / "setup.cfg").write_text(_setup_cfg(module, tests, exclude))
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(work))
         mutmut = [sys.executable, "-m", "mutmut"]
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--module", help="module to mutate, relative to the package")
-    parser.add_argument("--tests", nargs="+", help="test files (default: the module's own list)")
+    parser.add_argument(
+        "--tests", nargs="+", help="test files, 'auto' for those naming the module (default)"
+    )
     parser.add_argument(
         "--exclude",
         default=SLOW_TESTS,
@@ -226,13 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list or not args.module:
         for module, spec in MODULES.items():
-            print(f"{module:32s} {' '.join(select_tests(module, spec, ROOT / 'tests'))}")
+            print(f"{module:32s} {' '.join(select_tests(module, spec))}")
         return 0
     module = args.module.removeprefix(f"{PACKAGE}/")
     if not (ROOT / PACKAGE / module).is_file():
         raise SystemExit(f"no module {PACKAGE}/{module}")
-    tests = args.tests or select_tests(module, MODULES.get(module, ["auto"]), ROOT / "tests")
-    summary = mutate(module, tests, args.budget, args.exclude or None, args.worktree, args.keep)
+    spec = args.tests or MODULES.get(module, ["auto"])
+    summary = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep)
     out = args.out or RESULTS / f"mutation_{Path(module).stem}.json"
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     score = "n/a" if summary["score"] is None else f"{summary['score']:.1%}"

@@ -449,7 +449,7 @@ def check(bug: Bug, clean: Path, scratch: Path, timeout: float) -> dict:
         if planted is None:
             return entry | {"status": "pattern not found"}
         tests = select_tests(bug, work / "tests")
-        code, out, wall = _pytest(work, ["-x", planted["file"], *tests], timeout)
+        code, out, wall = _pytest(work, ["-x", *tests, planted["file"]], timeout)
         failed = _failed_ids(out)
         entry |= planted | {"tests": tests, "wall_s": round(wall, 1), "failed": failed}
         if code is None:
