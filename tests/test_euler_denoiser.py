@@ -1,6 +1,7 @@
 """EulerDenoiser: the guarantees, the step control during training, deepinv drop-in, files."""
 
 import copy
+import json
 
 import deepinv as dinv
 import pytest
@@ -10,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from deepinv_dynnets.lipschitz.averagedness import compose_averaged
 from deepinv_dynnets.lipschitz.certificates import certify
 from deepinv_dynnets.lipschitz.operator_norms import conv2d_norm_bound
-from deepinv_dynnets.models import PRETRAINED, AveragedEulerBlock, EulerDenoiser
+from deepinv_dynnets.models import PRETRAINED, AveragedEulerBlock, EulerDenoiser, save_dncnn
 from deepinv_dynnets.models.euler_denoiser import _block_alpha
 
 SIGMAS = [0.0, 0.05, 0.3]
@@ -224,22 +225,47 @@ def test_save_and_load_round_trip(tmp_path, large_weights):
 def test_corrupt_foreign_and_mismatched_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a readable EulerDenoiser checkpoint"):
+    with pytest.raises(ValueError, match="not a readable weights file"):
         _small(pretrained=bad)
     foreign = tmp_path / "dncnn.pt"
-    torch.save(dinv.models.DnCNN(1, 1, depth=3, pretrained=None).state_dict(), foreign)
-    with pytest.raises(ValueError, match="not an EulerDenoiser checkpoint"):
+    save_dncnn(dinv.models.DnCNN(1, 1, depth=3, pretrained=None), foreign, {"depth": 3})
+    with pytest.raises(ValueError, match="kind 'dncnn', not 'euler_denoiser'"):
         _small(pretrained=foreign)
     _small(width=4, hidden=6).save(tmp_path / "d.pt")
     with pytest.raises(ValueError, match="different architecture.*width"):
         _small(width=5, hidden=6, pretrained=tmp_path / "d.pt")
-    ckpt = torch.load(tmp_path / "d.pt", weights_only=True)
-    ckpt["config"]["hidden"] = 8  # the config no longer matches the weights
-    torch.save(ckpt, tmp_path / "e.pt")
+    card = json.loads((tmp_path / "d.json").read_text())
+    card["config"]["hidden"] = 8  # the config no longer matches the weights
+    (tmp_path / "d.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="different architecture"):
-        EulerDenoiser.from_pretrained(tmp_path / "e.pt")
-    with pytest.raises(ValueError, match="not a file|checkpoint file"):
+        EulerDenoiser.from_pretrained(tmp_path / "d.pt")
+    with pytest.raises(ValueError, match="weights file"):
         _small(pretrained=tmp_path / "missing.pt")
+
+
+def test_files_of_format_version_0_still_load(tmp_path):
+    # The single-file checkpoint EulerDenoiser.save wrote before deepinv_dynnets.pretrained.
+    model = _small(width=4, hidden=6).eval()
+    x = torch.rand(1, 1, 9, 7)
+    with torch.no_grad():
+        expected = model(x, 0.1)  # estimates nu, which the file then holds
+    legacy = {
+        k.replace("network.steps.", "blocks.").replace("fields.0.", ""): v
+        for k, v in model.state_dict().items()
+    }
+    torch.save(
+        {
+            "format": "deepinv_dynnets.EulerDenoiser",
+            "version": 1,
+            "config": model.config,
+            "state_dict": legacy,
+            "metadata": {},
+        },
+        tmp_path / "old.pt",
+    )
+    loaded = EulerDenoiser.from_pretrained(tmp_path / "old.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x, 0.1), expected)
 
 
 SHIPPED = [(c, a) for c, by_alpha in PRETRAINED["default"].items() for a in by_alpha]
@@ -266,9 +292,9 @@ def test_shipped_weights_are_certified_and_averaged(channels, target):
 
 def test_shipped_weights_errors():
     assert sorted(SHIPPED) == [(1, 0.5), (1, 0.95), (3, 0.5), (3, 0.95)]
-    with pytest.raises(ValueError, match="in_channels in \\[1, 3\\], not 2"):
+    with pytest.raises(ValueError, match="for in_channels=2, alpha=0.5: shipped are"):
         EulerDenoiser(in_channels=2, pretrained="default")
-    with pytest.raises(ValueError, match="alpha in \\[0.5, 0.95\\], not 0.9"):
+    with pytest.raises(ValueError, match="for in_channels=3, alpha=0.9: shipped are"):
         EulerDenoiser(in_channels=3, alpha=0.9, pretrained="default")
     assert EulerDenoiser(in_channels=1, alpha=0.95, pretrained="default").alpha == 0.95
     model = EulerDenoiser(in_channels=1, pretrained="default")

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deepinv_dynnets.lipschitz.estimates import power_iteration
 from deepinv_dynnets.lipschitz.operator_norms import (
     ROUNDOFF_MARGIN,
     circular_conv2d_norm,
     conv2d_norm_bound,
     grid_correction,
     linear_norm_bound,
-    power_iteration,
 )
 
 

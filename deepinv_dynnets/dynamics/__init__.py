@@ -1,5 +1,7 @@
 """Dynamics core: vector-field families, numerical steps, and networks built from them."""
 
+from .activations import ACTIVATIONS, Activation, get_activation
+from .averaged_step import AveragedEulerStep, ConvRidgeField
 from .fields import (
     GradientField,
     MLPField,
@@ -21,6 +23,11 @@ __all__ = [
     "GradientField",
     "SpherePreservingField",
     "activation_from_name",
+    "Activation",
+    "ACTIVATIONS",
+    "get_activation",
+    "ConvRidgeField",
+    "AveragedEulerStep",
     "FlowStep",
     "EulerStep",
     "SplittingStep",

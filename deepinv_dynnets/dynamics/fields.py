@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activations import ACTIVATIONS, activation_from_name, get_activation
+
 __all__ = [
     "VectorField",
     "MLPField",
@@ -22,48 +24,6 @@ __all__ = [
     "SpherePreservingField",
     "activation_from_name",
 ]
-
-_ACTIVATIONS = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "relu": F.relu,
-    "leaky_relu": F.leaky_relu,
-    "softplus": F.softplus,
-    "elu": F.elu,
-    "gelu": F.gelu,
-}
-
-
-def _logcosh(z: Tensor) -> Tensor:
-    # log(cosh z) = |z| + log(1 + exp(-2|z|)) - log 2, stable for large |z|.
-    a = z.abs()
-    return a + F.softplus(-2 * a) - torch.log(torch.tensor(2.0, dtype=z.dtype, device=z.device))
-
-
-# Antiderivatives gamma with gamma' = s: the potential U(x) = sum_j c_j gamma(a_j.x + b_j).
-_ANTIDERIVATIVES = {
-    "tanh": _logcosh,
-    "sigmoid": F.softplus,
-    "relu": lambda z: 0.5 * F.relu(z) ** 2,
-}
-
-
-def activation_from_name(name: str):
-    """Return the activation function called ``name``.
-
-    :param str name: one of ``tanh``, ``sigmoid``, ``relu``, ``leaky_relu``, ``softplus``,
-        ``elu``, ``gelu``.
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv_dynnets.dynamics import activation_from_name
-        >>> activation_from_name("relu")(torch.tensor([-1.0, 2.0]))
-        tensor([0., 2.])
-    """
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]
 
 
 def _check_kernel_size(kernel_size: int | None) -> None:
@@ -237,16 +197,16 @@ class GradientField(VectorField):
         kernel_size: int | None = None,
     ):
         super().__init__(features, kernel_size)
-        if activation not in _ANTIDERIVATIVES:
+        if get_activation(activation).antiderivative is None:
+            names = sorted(n for n, a in ACTIVATIONS.items() if a.antiderivative is not None)
             raise ValueError(
-                f"activation must be one of {sorted(_ANTIDERIVATIVES)} for a gradient field, "
-                f"got {activation!r}"
+                f"activation must be one of {names} for a gradient field, got {activation!r}"
             )
         self.A = _affine(features, width, kernel_size)
         shape = (width,) if kernel_size is None else (width, 1, 1)
         self.c = nn.Parameter(torch.ones(shape))
         self.activation = activation_from_name(activation)
-        self._gamma = _ANTIDERIVATIVES[activation]
+        self._gamma = get_activation(activation).antiderivative
 
     def _adjoint(self, z: Tensor) -> Tensor:
         if self.kernel_size is None:

@@ -129,7 +129,16 @@ class FlowNetwork(nn.Module):
 
     The steps are applied in list order, ``steps[0]`` first (as in ``nn.Sequential``),
     i.e. ``steps[i]`` is :math:`\Psi_{i+1}`. The input is validated once, here: it must
-    be finite and have the right number of entries along the network's axis.
+    be finite and have the right number of entries along the network's axis. Extra
+    positional arguments of :meth:`forward` (a noise level, say) are passed to every step.
+
+    Steps with ``reads_zero_padded = True`` (such as
+    :class:`~deepinv_dynnets.dynamics.AveragedEulerStep`) accept an input with fewer
+    entries than ``features`` along their axis, the missing ones meaning zeros, and a
+    ``keep`` argument asking for the first ``keep`` output entries only. With a
+    :class:`ZeroPadLift` in front of such a first step and a :class:`Truncation` after such
+    a last step, the network then never multiplies by the lift's zeros nor computes what
+    the projection discards: the same map, computed faster.
 
     :param Sequence[FlowStep] steps: :math:`\Psi_1, \dots, \Psi_L`, all of the same size
         and layout.
@@ -166,15 +175,29 @@ class FlowNetwork(nn.Module):
         # A custom lift without `in_features` leaves the shape check to the lift itself.
         self.in_features = steps[0].features if lift is None else getattr(lift, "in_features", None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *cond) -> Tensor:
         if self.in_features is None:
             check_finite(x)
         else:
             check_features(x, self.in_features, self.dim)
-        if self.lift is not None:
+        first, last = self.steps[0], self.steps[-1]
+        skip_lift = self._fused(self.lift, ZeroPadLift, first)
+        keep = self.project.out_features if self._fused(self.project, Truncation, last) else None
+        if self.lift is not None and not skip_lift:
             x = self.lift(x)
-        for step in self.steps:
-            x = step(x)
+        for step in self.steps[:-1]:
+            x = step(x, *cond)
+        if keep is not None:
+            return last(x, *cond, keep=keep)
+        x = last(x, *cond)
         if self.project is not None:
             x = self.project(x)
         return x
+
+    def _fused(self, layer: nn.Module | None, kind: type, step: nn.Module) -> bool:
+        # A zero lift or truncation along the steps' own axis that the step can absorb.
+        return (
+            type(layer) is kind
+            and layer.dim == self.dim
+            and getattr(step, "reads_zero_padded", False)
+        )

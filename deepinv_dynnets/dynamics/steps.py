@@ -24,7 +24,9 @@ class FlowStep(nn.Module):
 
     :param Sequence[VectorField] fields: the fields the step uses (all of the same size
         and layout).
-    :param float h: step size, positive.
+    :param float | None h: step size, positive; ``None`` for a step that computes its own
+        (see :class:`~deepinv_dynnets.dynamics.AveragedEulerStep`), then no ``h`` buffer is
+        registered.
 
     :Examples:
 
@@ -35,9 +37,10 @@ class FlowStep(nn.Module):
         (True, torch.Size([3, 2]))
     """
 
-    def __init__(self, fields: Sequence[VectorField], h: float = 1.0):
+    def __init__(self, fields: Sequence[VectorField], h: float | None = 1.0):
         super().__init__()
-        check_positive(h, "h")
+        if h is not None:
+            check_positive(h, "h")
         if len(fields) == 0:
             raise ValueError("fields must hold at least one VectorField")
         if len({(f.features, f.dim) for f in fields}) != 1:
@@ -45,7 +48,8 @@ class FlowStep(nn.Module):
         self.fields = nn.ModuleList(fields)
         self.features = fields[0].features
         self.dim = fields[0].dim
-        self.register_buffer("h", torch.tensor(float(h)))
+        if h is not None:
+            self.register_buffer("h", torch.tensor(float(h)))
 
 
 class EulerStep(FlowStep):

@@ -1,11 +1,12 @@
-r"""Spectral norms of linear layers: cheap estimates for training, certified bounds for proofs.
+r"""Spectral norms of linear layers: certified upper bounds, for proofs.
 
-Two kinds of numbers live here and must not be confused:
+Two kinds of numbers exist in this package and must not be confused:
 
-- **estimates** (:func:`power_iteration`): a *lower* bound :math:`\|Av\| \le \|A\|_2` that
-  approaches :math:`\|A\|_2` from below; cheap, differentiable, used during training;
-- **certified upper bounds** (:func:`conv2d_norm_bound`, :func:`linear_norm_bound`): numbers
-  proven to be :math:`\ge \|A\|_2`, computed in float64 and multiplied by
+- **estimates** (:mod:`~deepinv_dynnets.lipschitz.estimates`: power iterations): *lower*
+  bounds that approach :math:`\|A\|_2` from below; cheap, differentiable, used during
+  training;
+- **certified upper bounds** (this module: :func:`conv2d_norm_bound`,
+  :func:`linear_norm_bound`): numbers proven to be :math:`\ge \|A\|_2`, computed in float64 and multiplied by
   :math:`1 + \varepsilon` with :math:`\varepsilon =` :data:`ROUNDOFF_MARGIN` to cover
   floating-point round-off (float64 FFTs and SVDs are backward stable with relative errors
   of order :math:`10^{-13}` at these sizes, many orders below :math:`\varepsilon`).
@@ -40,14 +41,13 @@ above by two methods, see :func:`conv2d_norm_bound`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "ROUNDOFF_MARGIN",
-    "power_iteration",
     "grid_correction",
     "circular_conv2d_norm",
     "conv2d_norm_bound",
@@ -56,65 +56,6 @@ __all__ = [
 
 #: Relative safety margin multiplied into every certified bound, for floating-point round-off.
 ROUNDOFF_MARGIN = 1e-6
-
-
-def power_iteration(
-    op: Callable[[Tensor], Tensor],
-    adjoint: Callable[[Tensor], Tensor],
-    x0: Tensor,
-    n_iter: int = 1,
-) -> tuple[Tensor, Tensor]:
-    r"""Power iteration on :math:`A^\top A`: a lower estimate of :math:`\|A\|_2`.
-
-    Starting from :math:`v_0 = x_0/\|x_0\|`, it iterates
-    :math:`v_{t+1} = A^\top A v_t / \|A^\top A v_t\|` and returns
-
-    .. math::
-
-        \hat s = \|A v_T\| \le \|A\|_2 \qquad (\|v_T\| = 1),
-
-    which increases to :math:`\|A\|_2` when :math:`x_0` is not orthogonal to the top singular
-    vector. The iterations run under ``torch.no_grad``; the final :math:`\|Av_T\|` is computed
-    with gradients enabled, so it is differentiable in the parameters of ``op`` with
-    :math:`v_T` held fixed (as in spectral normalisation). Store the returned vector and pass
-    it back as ``x0`` next time (*persistent* vector): while training changes :math:`A`
-    slowly, one or two iterations per step keep :math:`\hat s` close to :math:`\|A\|_2`.
-
-    This is an *estimate*, not a certificate: use :func:`conv2d_norm_bound` or
-    :func:`linear_norm_bound` for a proven upper bound.
-
-    :param Callable op: :math:`x \mapsto Ax`.
-    :param Callable adjoint: :math:`y \mapsto A^\top y`.
-    :param torch.Tensor x0: starting vector (any shape ``op`` accepts), finite and non-zero.
-    :param int n_iter: number of iterations :math:`T \ge 0`.
-    :return: ``(estimate, vector)``: the 0-d tensor :math:`\hat s` and the unit vector
-        :math:`v_T` (detached), to be reused as the next ``x0``.
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv_dynnets.lipschitz.operator_norms import power_iteration
-        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
-        >>> s, v = power_iteration(lambda x: A @ x, lambda y: A.T @ y, torch.ones(3), n_iter=50)
-        >>> round(float(s), 4)
-        3.0
-    """
-    if not isinstance(x0, Tensor) or not torch.is_floating_point(x0):
-        raise ValueError("x0 must be a floating-point torch.Tensor")
-    if int(n_iter) != n_iter or n_iter < 0:
-        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-    with torch.no_grad():
-        norm = torch.linalg.vector_norm(x0)
-        if not bool(torch.isfinite(norm)) or float(norm) == 0:
-            raise ValueError("x0 must be finite and non-zero")
-        v = x0.detach() / norm
-        for _ in range(int(n_iter)):
-            w = adjoint(op(v))
-            wn = torch.linalg.vector_norm(w)
-            if float(wn) == 0:  # v lies in the kernel of A: keep it, the estimate is 0
-                break
-            v = w / wn
-    return torch.linalg.vector_norm(op(v)), v
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -343,7 +284,7 @@ def conv2d_norm_bound(
 
         >>> import torch
         >>> import torch.nn.functional as F
-        >>> from deepinv_dynnets.lipschitz.operator_norms import conv2d_norm_bound, power_iteration
+        >>> from deepinv_dynnets.lipschitz import conv2d_norm_bound, power_iteration
         >>> w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
         >>> bound = conv2d_norm_bound(w)
         >>> est, _ = power_iteration(lambda x: F.conv2d(x, w, padding=1),

@@ -13,21 +13,26 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
+from ..pretrained import SHIPPED, load_weights, resolve_weights, save_weights
+
 __all__ = ["BASELINES", "save_dncnn", "load_dncnn"]
 
-_FORMAT = "deepinv.models.DnCNN"
-_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-#: Shipped baseline weights: name -> file in ``deepinv_dynnets/weights``.
-BASELINES = {"dncnn-gray": "dncnn_baseline_gray.pt"}
+#: Shipped baseline weights: name -> file in ``deepinv_dynnets/weights`` (a view of
+#: :data:`deepinv_dynnets.pretrained.SHIPPED`).
+BASELINES = SHIPPED["dncnn"]
 
 
 def save_dncnn(model: dinv.models.DnCNN, path: str | Path, config: dict, **metadata) -> None:
-    """Save a ``DnCNN`` with its constructor arguments ``config`` and JSON-able metadata.
+    """Save a ``DnCNN``, its constructor arguments ``config`` and JSON-able metadata.
+
+    The weights file is a plain state dict, so deepinv's own
+    ``DnCNN(**config, pretrained=path)`` reads it too; ``config`` and ``metadata`` go to
+    the model card beside it (see :func:`~deepinv_dynnets.pretrained.save_weights`).
 
     :param deepinv.models.DnCNN model: the network.
-    :param str | pathlib.Path path: the file to write.
+    :param str | pathlib.Path path: the file to write (``.pt``).
     :param dict config: ``in_channels``, ``out_channels``, ``depth``, ``nf``.
-    :param metadata: stored as is (training command, wall time, PSNR, ...).
+    :param metadata: stored in the card (training command, wall time, PSNR, ...).
 
     :Examples:
 
@@ -36,18 +41,10 @@ def save_dncnn(model: dinv.models.DnCNN, path: str | Path, config: dict, **metad
         >>> config = dict(in_channels=1, out_channels=1, depth=3, nf=8)
         >>> path = tempfile.mkdtemp() + "/dncnn.pt"
         >>> save_dncnn(dinv.models.DnCNN(**config, pretrained=None), path, config)
-        >>> type(load_dncnn(path)).__name__
-        'DnCNN'
+        >>> type(load_dncnn(path)).__name__, type(dinv.models.DnCNN(**config, pretrained=path)).__name__
+        ('DnCNN', 'DnCNN')
     """
-    torch.save(
-        {
-            "model": _FORMAT,
-            "config": dict(config),
-            "state_dict": model.state_dict(),
-            "metadata": metadata,
-        },
-        path,
-    )
+    save_weights(model, path, kind="dncnn", config=config, **metadata)
 
 
 def load_dncnn(pretrained: str | Path, device: torch.device | str | None = None):
@@ -55,7 +52,7 @@ def load_dncnn(pretrained: str | Path, device: torch.device | str | None = None)
 
     :param str | pathlib.Path pretrained: a name in :data:`BASELINES` or a path.
     :param device: where to put the model.
-    :return: the ``deepinv.models.DnCNN`` in eval mode, with ``.metadata``.
+    :return: the ``deepinv.models.DnCNN`` in eval mode, with ``.metadata`` (its model card).
     :raises ValueError: unknown name, missing, corrupt or foreign file.
 
     :Examples:
@@ -65,20 +62,14 @@ def load_dncnn(pretrained: str | Path, device: torch.device | str | None = None)
         >>> model.metadata["command"].split()[:2]
         ['dynnets', 'train-denoiser']
     """
-    path = _WEIGHTS / BASELINES[pretrained] if pretrained in BASELINES else Path(pretrained)
-    if not path.is_file():
-        known = ", ".join(repr(n) for n in BASELINES)
-        raise ValueError(f"no baseline weights {str(pretrained)!r}: not a file nor one of {known}")
+    path = resolve_weights(pretrained, "dncnn")
+    state, card = load_weights(path, kind="dncnn")
+    if not isinstance(card.get("config"), dict):
+        raise ValueError(f"{str(path)!r} has no DnCNN config in its model card")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise ValueError(f"cannot read {str(path)!r}: not a PyTorch checkpoint ({err})") from err
-    if not isinstance(saved, dict) or saved.get("model") != _FORMAT:
-        raise ValueError(f"{str(path)!r} is not a DnCNN baseline file written by save_dncnn")
-    model = dinv.models.DnCNN(**saved["config"], pretrained=None)
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as err:
+        model = dinv.models.DnCNN(**card["config"], pretrained=None)
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as err:
         raise ValueError(f"{str(path)!r} does not match its DnCNN config: {err}") from err
-    model.metadata = saved.get("metadata", {})
+    model.metadata = card
     return model.to(device).eval() if device is not None else model.eval()
