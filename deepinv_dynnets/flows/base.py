@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -181,6 +182,23 @@ class NeuralFlow(nn.Module, ABC):
                 "t must not go below its start"
             )
 
+    def _rollout_threads(self, x: Tensor) -> int | None:
+        """PyTorch threads for a rollout of the states ``x``; ``None`` leaves the setting."""
+        return None
+
+    @contextmanager
+    def _thread_policy(self, x: Tensor) -> Iterator[None]:
+        """Run a rollout with :meth:`_rollout_threads` threads, restoring the setting after."""
+        wanted, before = self._rollout_threads(x), torch.get_num_threads()
+        if wanted is None or wanted == before:
+            yield
+            return
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     # -- composition ---------------------------------------------------------------------
     def _reduce(self, t: Tensor | float) -> tuple[int, Tensor | float]:
         r""":math:`m = \lfloor t/\Delta t\rfloor` and :math:`r = t - m\Delta t`.
@@ -259,7 +277,8 @@ class NeuralFlow(nn.Module, ABC):
         self._check_state(x, "x")
         _check_time_value(t, "t")
         _check_time_value(t0, "t0")
-        return self._transition(t, x, t0, progress)
+        with self._thread_policy(x):
+            return self._transition(t, x, t0, progress)
 
     def inverse_map(
         self,
@@ -280,7 +299,8 @@ class NeuralFlow(nn.Module, ABC):
         self._check_state(x, "x")
         _check_time_value(t, "t")
         _check_time_value(t0, "t0")
-        return self._transition(t0, x, t, progress)
+        with self._thread_policy(x):
+            return self._transition(t0, x, t, progress)
 
     def forward(self, y0: Tensor, t: Tensor, *, progress: bool | None = None) -> Tensor:
         r"""States at the times ``t``, shaped like ``torchdiffeq.odeint(func, y0, t)``.
@@ -304,45 +324,47 @@ class NeuralFlow(nn.Module, ABC):
         self._check_state(y0, "y0")
         if isinstance(t, Tensor) and t.dim() >= 2:
             check_sample_time_grids(t, y0)
-            return self._forward_per_sample(y0, t, progress)
+            with self._thread_policy(y0):
+                return self._forward_per_sample(y0, t, progress)
         check_time_grid(t, y0)
+        with self._thread_policy(y0):
+            return self._forward_grid(y0, t, progress)
+
+    def _forward_grid(self, y0: Tensor, t: Tensor, progress: bool | None) -> Tensor:
+        """``forward`` on a 1-D grid (checked)."""
         reduced = [self._reduce(s) for s in t.detach().tolist()]
-        self._check_reachable(reduced[0][1] == 0, reduced[-1][0] < reduced[0][0])
+        (m0, r0), m_last = reduced[0], reduced[-1][0]
+        self._check_reachable(r0 == 0, m_last < m0)
         grad_t = t.requires_grad
-
-        def times(i: int, j: int) -> Tensor:
-            """``r`` for the points ``i:j``, carrying ``t``'s gradient if it has one."""
-            r = torch.tensor([v[1] for v in reduced[i:j]], dtype=y0.dtype, device=y0.device)
-            return r + (t[i:j] - t[i:j].detach()) if grad_t else r
-
-        m0 = reduced[0][0]
-        x = y0
-        if grad_t or reduced[0][1] != 0:
-            x = self.network_inverse(times(0, 1)[0], y0)
+        r = torch.tensor([v[1] for v in reduced], dtype=y0.dtype, device=y0.device)
+        if grad_t:  # the values computed in float64 above, the gradient of t
+            r = r + (t - t.detach())
+        x = y0 if (r0 == 0 and not grad_t) else self.network_inverse(r[0], y0)
+        # The grid is monotone, so the points sharing m = floor(t / dt) are contiguous: the
+        # states N(dt)^(m - m0) x are computed once per m, then N(r) in one batched call.
+        periods: list[int] = []
+        for m, _ in reduced:
+            if not periods or periods[-1] != m:
+                periods.append(m)
+        position = {m: k for k, m in enumerate(periods)}
+        period_of = torch.tensor(
+            [position[m] for m, _ in reduced[1:]], dtype=torch.long, device=y0.device
+        )
+        marks = torch.tensor([m - m0 for m in periods], dtype=torch.long)
+        with self._progress(abs(m_last - m0), progress) as bar:
+            states = self._powers(x, marks, bar)
+        xs, r = states[period_of], r[1:]
         batch = (1,) * (y0.dim() - 1)
-        pieces, current, i = [y0.unsqueeze(0)], m0, 0
-        steps = abs(max(m for m, _ in reduced) - m0) + abs(min(m for m, _ in reduced) - m0)
-        with self._progress(steps, progress) as bar:
-            # The grid is monotone, so points sharing m = floor(s / dt) are contiguous: one
-            # batched network call per period, and N(dt)^m advanced incrementally.
-            while i < len(reduced):
-                m = reduced[i][0]
-                j = i
-                while j < len(reduced) and reduced[j][0] == m:
-                    j += 1
-                x, current = self._power(x, m - current, bar), m
-                start = max(i, 1)  # out[0] is y0 itself
-                if start < j:
-                    r = times(start, j)
-                    xs = x.unsqueeze(0).expand(j - start, *x.shape)
-                    skip = not grad_t and bool((r == 0).all())
-                    pieces.append(xs if skip else self.network(r.view(-1, *batch), xs))
-                i = j
-        return torch.cat(pieces)
+        if grad_t:
+            xs = self.network(r.view(-1, *batch), xs)
+        else:
+            moved = (r != 0).nonzero().squeeze(1)
+            if len(moved):
+                xs = xs.index_copy(0, moved, self.network(r[moved].view(-1, *batch), xs[moved]))
+        return torch.cat([y0.unsqueeze(0), xs])  # out[0] is y0 itself
 
     def _forward_per_sample(self, y0: Tensor, t: Tensor, progress: bool | None) -> Tensor:
         """``forward`` with one grid per initial state, ``t`` of shape ``(T, *batch)``."""
-        shape = y0.shape
         x0 = y0.reshape(-1, self.dim)
         grid = t.reshape(t.shape[0], -1)
         with torch.no_grad():
@@ -351,20 +373,29 @@ class NeuralFlow(nn.Module, ABC):
         steps = (m - m[0]).long()  # compositions from each start, (T, B)
         self._check_reachable(not bool(r_value[0].any()), bool((steps < 0).any()))
         r = r_value + (grid - grid.detach()) if grid.requires_grad else r_value
-        x = (
-            x0
-            if (not grid.requires_grad and not bool(r_value[0].any()))
-            else (self.network_inverse(r[0], x0))
-        )
-        moves = int(steps.diff(dim=0).abs().amax(1).sum()) if len(steps) > 1 else 0
-        current = torch.zeros_like(steps[0])
-        outputs = [x0]
+        x = x0
+        if grid.requires_grad or bool(r_value[0].any()):
+            x = self.network_inverse(r[0], x0)
+        if len(grid) == 1:
+            return y0.unsqueeze(0)
+        moves = int(steps.diff(dim=0).abs().amax(1).sum())
         with self._progress(moves, progress) as bar:
-            for i in range(1, len(grid)):
-                x = self._advance(x, steps[i] - current, bar)
-                current = steps[i]
-                outputs.append(self.network(r[i], x))
-        return torch.stack(outputs).reshape(len(grid), *shape)
+            states = self._powers(x, steps[1:], bar)
+        out = self.network(r[1:], states)
+        return torch.cat([x0.unsqueeze(0), out]).reshape(len(grid), *y0.shape)
+
+    def _powers(self, x: Tensor, marks: Tensor, bar: tqdm | None) -> Tensor:
+        r"""``out[g]`` :math:`= \mathcal N(\Delta t)^{k_g} x` for integer powers ``marks[g]``:
+        shape ``(G,)``, monotone, or ``(G, *x.shape[:-1])``, one sequence per state."""
+        outs, current = [], torch.zeros(marks.shape[1:], dtype=torch.long)
+        for mark in marks:
+            if mark.dim() == 0:
+                x = self._power(x, int(mark - current), bar)
+            else:
+                x = self._advance(x, mark - current, bar)
+            current = mark
+            outs.append(x)
+        return torch.stack(outs) if outs else x.new_empty(0, *x.shape)
 
     def _advance(self, x: Tensor, k: Tensor, bar: tqdm | None) -> Tensor:
         """Apply :math:`\\mathcal N(\\Delta t)^{k_b}` to each state ``x[b]`` (``k`` integer)."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .._validation import check_positive
 from .base import NeuralFlow
+from .fast_rollout import compiled_powers, kernel_available
 from .potentials import MLPPotential
 from .symplectic import apply_J
 
@@ -17,6 +18,10 @@ __all__ = ["SympFlow", "SympFlowVectorField"]
 
 _FORMAT = "deepinv_dynnets.SympFlow"
 _CHUNK = 4096  # states per slice in inference, see SympFlow._in_chunks
+#: The compiled loop runs state by state; beyond this many states PyTorch's batched
+#: products are faster (measured crossover, see the SympFlow guide).
+KERNEL_MAX_BATCH = 256
+_KERNEL_PIECE = 2000  # compositions per call of the compiled loop
 _WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 # name -> file shipped in deepinv_dynnets/weights (see the model card in the docs)
 PRETRAINED = {
@@ -79,6 +84,10 @@ class SympFlow(NeuralFlow):
     """
 
     invertible = True
+    #: Rollouts on the CPU of at most :data:`KERNEL_MAX_BATCH` states, when no autograd graph
+    #: is needed (e.g. under ``torch.no_grad()``), compose :math:`\mathcal N(\Delta t)` in a
+    #: compiled loop (:mod:`~deepinv_dynnets.flows.fast_rollout`); ``False`` keeps PyTorch.
+    compiled_rollout: bool = True
 
     def __init__(
         self,
@@ -174,6 +183,61 @@ class SympFlow(NeuralFlow):
             fn(times[i : i + _CHUNK], flat[i : i + _CHUNK]) for i in range(0, len(flat), _CHUNK)
         ]
         return torch.cat(pieces).reshape(x.shape)
+
+    # -- rollouts -------------------------------------------------------------------------
+    def _needs_graph(self, x: Tensor) -> bool:
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+
+    def _use_kernel(self, x: Tensor) -> bool:
+        return (
+            self.compiled_rollout
+            and self.config["activation"] == "tanh"
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.numel() <= KERNEL_MAX_BATCH * self.dim
+            and not self._needs_graph(x)
+            and kernel_available()
+        )
+
+    def _rollout_threads(self, x: Tensor) -> int | None:
+        # Without a graph every operation is at most _CHUNK states, too little work to share
+        # between threads: with several, OpenMP threads spin-wait at each of the thousands of
+        # barriers and a busy core slows the whole rollout many times over.
+        return 1 if not self._needs_graph(x) or x.numel() <= _CHUNK * self.dim else None
+
+    def _power(self, x: Tensor, m: int, bar=None) -> Tensor:
+        if m == 0 or not self._use_kernel(x):
+            return super()._power(x, m, bar)
+        return self._powers(x, torch.tensor([m]), bar)[0]
+
+    def _powers(self, x: Tensor, marks: Tensor, bar=None) -> Tensor:
+        if not self._use_kernel(x):
+            return super()._powers(x, marks, bar)
+        if bar is None or marks.dim() > 1:
+            out = compiled_powers(self, x, marks)
+            if bar is not None:
+                bar.update(bar.total - bar.n)
+            return out
+        # A moving progress bar: calls of at most _KERNEL_PIECE compositions each.
+        pieces, done, i = [], 0, 0
+        sign = 1 if int(marks[-1]) >= 0 else -1
+        while i < len(marks):
+            j = i
+            while j < len(marks) and abs(int(marks[j]) - done) <= _KERNEL_PIECE:
+                j += 1
+            if j == i:  # a gap longer than a piece: go part of the way, recording nothing
+                x = compiled_powers(self, x, torch.tensor([sign * _KERNEL_PIECE]))[0]
+                done += sign * _KERNEL_PIECE
+                bar.update(_KERNEL_PIECE)
+                continue
+            piece = compiled_powers(self, x, marks[i:j] - done)
+            pieces.append(piece)
+            x = piece[-1]
+            bar.update(abs(int(marks[j - 1]) - done))
+            done, i = int(marks[j - 1]), j
+        return torch.cat(pieces)
 
     def network(self, t: Tensor | float, x: Tensor) -> Tensor:
         r"""The network :math:`\mathcal N(t, x)` itself (no long-time composition).
