@@ -129,10 +129,15 @@ def test_forward_equals_the_explicit_lift_blocks_projection(n_blocks, large_weig
     x = torch.randn(3, 2, 9, 7, dtype=torch.float64)
     with torch.no_grad():
         z = torch.cat([x, torch.zeros(3, model.blocks[0].width - 2, 9, 7, dtype=x.dtype)], 1)
+        assert torch.equal(model.network.lift(x), z)
         sigma = torch.full((3,), 0.1, dtype=x.dtype)
+        unfused = z
         for block in model.blocks:  # full width in and out
             z = block(z, sigma)
+            # the optimised step is the Euler step x + h F(x) of its field
+            unfused = unfused + block.step_size(x.dtype) * block.field(unfused, sigma)
         assert torch.allclose(model(x, 0.1), z[:, :2], rtol=0, atol=1e-12)
+        assert torch.allclose(model(x, 0.1), model.network.project(unfused), rtol=0, atol=1e-12)
 
 
 def test_calibrate_certifies_the_target_even_with_a_bad_estimate(large_weights):
