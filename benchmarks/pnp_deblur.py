@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from deepinv_dynnets.cli import load_denoiser
 from deepinv_dynnets.data import center_crop, load_images
 from deepinv_dynnets.pnp import deblur
+from deepinv_dynnets.pretrained import load_denoiser
 from deepinv_dynnets.training import cpu_name
 
 HERE = Path(__file__).resolve().parent

@@ -82,3 +82,35 @@ def check_channels(channels: object) -> int:
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     return int(channels)
+
+
+def check_output_folder(path: object, name: str = "out"):
+    """Return ``path`` as a :class:`~pathlib.Path` if a folder can be written there (it is
+    a folder or does not exist, and no part of it is a file); else raise a ``ValueError``
+    naming ``name``. Nothing is created: callers check before any work."""
+    import os
+    from pathlib import Path
+
+    folder = Path(path)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{name} {str(folder)!r}: {str(part)!r} is a file, not a folder")
+            if not os.access(part, os.W_OK):
+                raise ValueError(f"{name} {str(folder)!r}: {str(part)!r} is not writable")
+            break
+    return folder
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """Return ``device`` as a :class:`torch.device` if it is ``"cpu"`` or an available CUDA
+    device, else raise a ``ValueError`` naming ``name``."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name} must be 'cpu' or 'cuda', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {device!r}: CUDA is not available on this machine")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be 'cpu' or 'cuda', got {device!r}")
+    return resolved

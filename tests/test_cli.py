@@ -1,5 +1,6 @@
 """The dynnets command: every subcommand on tiny inputs, and clear errors."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -12,9 +13,7 @@ SUBCOMMANDS = ["demo", "rollout", "train-sympflow", "train-denoiser", "deblur", 
 
 
 def test_help_lists_every_subcommand(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    assert exc.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for name in SUBCOMMANDS:
         assert name in out
@@ -132,11 +131,12 @@ def test_demo_runs_on_tiny_settings(tmp_path, capsys):
 
 
 def test_errors_exit_non_zero_with_one_line(tmp_path):
+    # python -m deepinv_dynnets runs the same command as dynnets
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "deepinv_dynnets.cli",
+            "deepinv_dynnets",
             "rollout",
             "--flow",
             str(tmp_path / "nope.pt"),
@@ -165,9 +165,9 @@ def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, capsys):
     data = _image_folder(tmp_path / "train")
     out = tmp_path / "run"
     args = ["train-denoiser", "--data", str(data), "--val", str(data), "--model", model,
-            "--width", "4", "--hidden", "4", "--n-blocks", "2", "--epochs", "1",
+            "--width", "4", "--n-blocks", "2", "--epochs", "1",
             "--batch-size", "4", "--patch-size", "16", "--patches-per-image", "2", "--quiet",
-            "--out", str(out)] + ["--bf16"] * bf16  # fmt: skip
+            "--out", str(out)] + ["--bf16"] * bf16 + ["--hidden", "4"] * (model == "euler")  # fmt: skip
     assert main(args) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["settings"]["autocast"] == ("torch.bfloat16" if bf16 else None)
@@ -239,7 +239,7 @@ def test_deblur_picks_the_shipped_weights_the_algorithm_accepts(tmp_path, capsys
     certified = float(text.split("denoiser (EulerDenoiser) is ")[1].split("-averaged")[0])
     assert certified <= alpha and (alpha == 0.5 or certified > 0.5)
     assert main(args[:-2] + ["--alpha", "0.7", "--out", str(tmp_path)]) == 2
-    assert "alpha in [0.5, 0.95], not 0.7" in capsys.readouterr().err
+    assert "alpha=0.7" in capsys.readouterr().err  # no shipped weights with that alpha
 
 
 def test_certify_prints_the_table_and_rejects_uncertified_weights(tmp_path, capsys):
@@ -253,3 +253,145 @@ def test_certify_prints_the_table_and_rejects_uncertified_weights(tmp_path, caps
     assert "--alpha 0.95 selects shipped weights" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert main(["certify", "--weights", str(tmp_path / "bad.pt")]) == 2
+
+
+# -- arguments checked before any work (issue 13 item 8) -------------------------------------
+def _refused(capsys, argv, message):
+    """``main(argv)`` exits 2 with one line naming the problem."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dynnets: error:"), err
+    assert message in err[0], err[0]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a command starts working: every worker raises."""
+    import deepinv_dynnets.demo as demo
+    import deepinv_dynnets.pnp as pnp
+    import deepinv_dynnets.training.denoiser as denoiser
+    import deepinv_dynnets.training.flow as flow
+
+    def forbid(original):
+        @functools.wraps(original)  # keeps the signature, which the commands read
+        def forbidden(*args, **kwargs):
+            raise AssertionError("work started before the arguments were checked")
+
+        return forbidden
+
+    for module, name in [(pnp, "deblur"), (demo, "builtin_image"), (demo, "load_image"),
+                         (flow, "train_unsupervised"), (flow, "train_supervised"),
+                         (denoiser, "train_denoiser"), (denoiser, "ImagePatches")]:  # fmt: skip
+        monkeypatch.setattr(module, name, forbid(getattr(module, name)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["deblur", "--max-iter", "0"], "argument --max-iter: must be a finite number > 0, got 0"),
+        (["deblur", "--threads", "0"], "argument --threads: must be a finite number > 0"),
+        (["deblur", "--size", "-4"], "argument --size: must be a finite number > 0, got -4"),
+        (["deblur", "--size", "0"], "argument --size: must be a finite number > 0, got 0"),
+        (["deblur", "--noise", "-1"], "argument --noise: must be a finite number >= 0, got -1"),
+        (["deblur", "--noise", "nan"], "argument --noise: must be a finite number >= 0"),
+        (["deblur", "--relaxation", "3"], "relaxation must lie in (0, 1] for a certificate"),
+        (["deblur", "--relaxation", "0"], "relaxation must lie in (0, 1] for a certificate"),
+        (["deblur", "--stepsize", "-1"], "argument --stepsize: must be a finite number > 0"),
+        (["deblur", "--input", "no-such-image.png"], "input 'no-such-image.png' is not a file"),
+        (["deblur", "--algorithm", "FISTA"], "argument --algorithm: invalid choice"),
+        (["rollout", "--T", "-5"], "argument --T: must be a finite number > 0, got -5"),
+        (["rollout", "--n", "0"], "argument --n: must be a finite number > 0, got 0"),
+        (["demo", "--size", "0"], "argument --size: must be a finite number > 0"),
+        (["train-sympflow", "--system", "pendulum", "--epochs", "0"], "argument --epochs"),
+        (["train-sympflow", "--system", "pendulum", "--noise", "-0.1"], "argument --noise"),
+        (["train-sympflow", "--system", "pendulum", "--threads", "0"], "argument --threads"),
+        (
+            ["train-sympflow", "--system", "pendulum", "--model", "pinn", "--layers", "2"],
+            "unknown pinn architecture option(s): n_layers",
+        ),
+        (
+            ["train-sympflow", "--system", "pendulum", "--device", "tpu"],
+            "device must be 'cpu' or 'cuda'",
+        ),
+        (["train-denoiser", "--data", ".", "--sigma-max", "-5"], "argument --sigma-max"),
+        (["train-denoiser", "--data", ".", "--lr", "0"], "argument --lr"),
+        (
+            ["train-denoiser", "--data", ".", "--model", "dncnn", "--alpha", "0.5"],
+            "--hidden and --alpha apply to the Euler denoiser",
+        ),
+        (["train-denoiser", "--data", "no-such-folder"], "'no-such-folder' is not a folder"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(capsys, no_work, tmp_path, argv, message):
+    _refused(capsys, [*argv, "--out", str(tmp_path / "out")], message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deblur"],
+        ["demo"],
+        ["rollout"],
+        ["train-sympflow", "--system", "pendulum"],
+        ["train-denoiser", "--data", "."],
+    ],  # fmt: skip
+)
+def test_an_out_that_is_a_file_is_refused_before_any_work(capsys, no_work, tmp_path, argv):
+    existing = tmp_path / "taken.png"
+    existing.write_bytes(b"someone's file")
+    _refused(capsys, [*argv, "--out", str(existing)], "is a file, not a folder")
+    _refused(capsys, [*argv, "--out", str(existing / "below")], "is a file, not a folder")
+    assert existing.read_bytes() == b"someone's file"
+
+
+def test_cuda_is_refused_clearly_without_a_gpu(capsys, no_work, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in (["train-sympflow", "--system", "pendulum"], ["train-denoiser", "--data", "."]):
+        _refused(capsys, [*argv, "--device", "cuda", "--out", str(tmp_path / "o")],
+                 "device 'cuda': CUDA is not available on this machine")  # fmt: skip
+
+
+def test_certify_says_what_a_foreign_file_is(tmp_path, capsys):
+    from deepinv_dynnets import SympFlow
+
+    SympFlow(2, n_layers=1, width=4).save(tmp_path / "flow.pt")
+    _refused(capsys, ["certify", "--weights", str(tmp_path / "flow.pt")], "sympflow")
+
+
+def test_defaults_come_from_the_library():
+    import inspect
+
+    from deepinv_dynnets.demo import run_deblur, run_demo
+    from deepinv_dynnets.training import train_denoiser, train_unsupervised
+
+    def default(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    parser = build_parser()
+    deblur = parser.parse_args(["deblur"])
+    assert deblur.max_iter == default(run_deblur, "max_iter")
+    assert deblur.noise == default(run_deblur, "noise")
+    assert deblur.blur_std == default(run_deblur, "blur_std")
+    assert parser.parse_args(["demo"]).size == default(run_demo, "size")
+    flow = parser.parse_args(["train-sympflow", "--system", "pendulum"])
+    assert flow.epochs == default(train_unsupervised, "epochs")
+    assert flow.lr == default(train_unsupervised, "lr")
+    denoiser = parser.parse_args(["train-denoiser", "--data", "."])
+    assert denoiser.patch_size == default(train_denoiser, "patch_size")
+    assert denoiser.sigma_max / 255 == pytest.approx(default(train_denoiser, "sigma_range")[1])
+
+
+def test_nothing_outside_the_cli_imports_it():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("benchmarks", "examples", "deepinv_dynnets")
+        for path in (root / folder).rglob("*.py")
+        if path.name not in ("cli.py", "__main__.py") and "deepinv_dynnets.cli" in path.read_text()
+    ]
+    assert offenders == []

@@ -107,8 +107,8 @@ def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tenso
 
 def trajectory_data(
     system: HamiltonianSystem,
-    n_trajectories: int,
-    n_times: int,
+    n_trajectories: int = 200,
+    n_times: int = 10,
     dt: float = 1.0,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
