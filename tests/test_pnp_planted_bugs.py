@@ -6,7 +6,9 @@ and plants the bugs there, one at a time, so the working tree is never modified)
     OMP_NUM_THREADS=1 python tests/test_pnp_planted_bugs.py
 
 It prints, for every planted bug, whether the PnP tests failed (caught) and exits 1 if a
-bug survived. The pytest function below only checks that every planted edit still applies
+bug survived. (Dropping the finiteness test of a certified constant in ``_check_conditions`` is an
+equivalent mutant: ``_accepts_alpha`` refuses NaN as well, so it is not in the list.)
+The pytest function below only checks that every planted edit still applies
 to the current source, so that the list cannot silently go stale.
 """
 
@@ -43,10 +45,10 @@ PLANTED = [
         "lip = None if scale is None else sqnorm",
     ),
     (
-        "a NaN denoiser constant passes as certified",
+        "a NaN averagedness constant passed by the user is accepted",
         PNP / "certificate.py",
-        "elif not math.isfinite(alpha) or alpha <= 0:",
-        "elif alpha <= 0:",
+        "        if not math.isfinite(alpha) or alpha <= 0:\n            raise",
+        "        if alpha <= 0:\n            raise",
     ),
     (
         "monitor relative tolerance loosened from 1e-3 to 0.1",
@@ -57,8 +59,8 @@ PLANTED = [
     (
         "Young's l1 bound used for reflect/replicate padding",
         PNP / "physics_norms.py",
-        'physics.padding in ("valid", "circular", "constant")',
-        'physics.padding in ("valid", "circular", "constant", "reflect", "replicate")',
+        'young = ("valid", "circular", "constant")',
+        'young = ("valid", "circular", "constant", "reflect", "replicate")',
     ),
     (
         "a power estimate (from below, no safety factor) labelled as a bound",
@@ -132,6 +134,8 @@ def main() -> int:
         for name, path, original, planted in PLANTED:
             target = copy / path.relative_to(ROOT)
             source = target.read_text()
+            if source.count(original) != 1:
+                raise SystemExit(f"planted bug {name!r} does not apply to {target.name}")
             target.write_text(source.replace(original, planted, 1))
             run = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
             target.write_text(source)

@@ -173,11 +173,9 @@ def _sqnorm(physics, img_size) -> tuple[float, str]:
             raise ValueError("physics: the Blur has no filter")
         if not bool(torch.isfinite(filt).all()):
             return math.nan, "exact"
-        if type(physics) is dinv.physics.Blur and physics.padding in (
-            "valid",
-            "circular",
-            "constant",
-        ):
+        # zero, circular or no padding reads every pixel at most once per tap
+        young = ("valid", "circular", "constant")
+        if type(physics) is dinv.physics.Blur and physics.padding in young:
             taps = filt.detach().to(torch.float64).abs().flatten(2).sum(-1)
             return float(taps.max()) ** 2, "young"
         size = _image_size(physics, img_size)
