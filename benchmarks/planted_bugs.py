@@ -13,6 +13,7 @@ caught. ::
     python benchmarks/planted_bugs.py              # all bugs, writes results/planted_bugs.json
     python benchmarks/planted_bugs.py --only 1 4   # some of them (results not written)
     python benchmarks/planted_bugs.py --show 4     # the patch of bug 4
+    python benchmarks/planted_bugs.py --dry-run    # every patch, no tests run
 
 Runs at ``nice -n 10`` with one thread, one pytest at a time.
 """
@@ -124,8 +125,8 @@ BUGS = [
     Bug(
         "euler-no-safety-factor",
         "the safety factor kappa dropped from the Euler step bound nu = kappa c_P^2 ||A||^2",
-        "H-models (models/euler_denoiser.py)",
-        ["models/euler_denoiser.py", "models/*.py", "**/*.py"],
+        "H-models (dynamics/averaged_step.py)",
+        ["dynamics/averaged_step.py", "models/euler_denoiser.py", "dynamics/*.py", "**/*.py"],
         [
             [(r"(nu_factor\s*=\s*)self\.safety\s*\*\s*", r"\1")],
             [(r"\bself\.safety\s*\*\s*(?=grid_correction)", "")],
@@ -211,8 +212,8 @@ BUGS = [
         "euler-forward-step-10pc",
         "the Euler layer's forward uses a step 10% larger than the certified one "
         "(h = 2.2 alpha sigmoid(theta) / nu)",
-        "H-models (models/euler_denoiser.py)",
-        ["models/euler_denoiser.py", "models/*.py"],
+        "H-models (dynamics/averaged_step.py)",
+        ["dynamics/averaged_step.py", "models/euler_denoiser.py", "dynamics/*.py", "**/*.py"],
         [
             [
                 (
@@ -227,8 +228,8 @@ BUGS = [
         "young-bound-l2",
         "operator_sqnorm bounds a padded Blur by the l2 norm of the filter (a lower bound) "
         "instead of its l1 norm",
-        "H-pnp (pnp/certificate.py)",
-        ["pnp/certificate.py", "pnp/*.py"],
+        "H-pnp (pnp/physics_norms.py)",
+        ["pnp/physics_norms.py", "pnp/certificate.py", "pnp/*.py"],
         [[(r"\.abs\(\)\.flatten\(2\)\.sum\(-1\)", ".square().flatten(2).sum(-1).sqrt()")]],
         ["operator_sqnorm", "pnp_certificate", "convergent_pnp"],
     ),
@@ -472,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="list the bugs")
     parser.add_argument("--show", type=int, metavar="N", help="print the patch of bug N")
+    parser.add_argument("--dry-run", action="store_true", help="print the patches, run nothing")
     parser.add_argument("--only", type=int, nargs="+", metavar="N", help="plant these bugs only")
     parser.add_argument("--worktree", action="store_true", help="copy the working tree, not HEAD")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per bug")
@@ -492,11 +494,17 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         clean = scratch / "clean"
         make_copy(clean, args.worktree)
-        if args.show:
-            bug = BUGS[args.show - 1]
-            planted = plant(bug, clean / PACKAGE)
-            print(planted["diff"] if planted else f"bug {args.show}: pattern not found")
-            return 0
+        if args.show or args.dry_run:
+            # print the patches only; each bug is planted in a fresh copy
+            missing = 0
+            for bug in [BUGS[args.show - 1]] if args.show else chosen:
+                work = scratch / f"patch{bug.number}"
+                shutil.copytree(clean, work)
+                planted = plant(bug, work / PACKAGE)
+                missing += planted is None
+                print(f"--- bug {bug.number} ({bug.name}):")
+                print(planted["diff"] if planted else "pattern not found")
+            return 1 if missing else 0
         results = []
         for bug in chosen:
             result = check(bug, clean, scratch, args.timeout)
