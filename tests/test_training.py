@@ -287,3 +287,24 @@ def test_pinn_time_derivative_matches_autograd():
     for k in range(4):
         (g,) = torch.autograd.grad(pinn.network(t, x)[:, k].sum(), t)
         torch.testing.assert_close(dy[:, k], g, atol=1e-12, rtol=0)
+
+
+def test_training_record_round_trip_and_card_fields(tmp_path):
+    from deepinv_dynnets.training import TrainingRecord, relative_path
+
+    record = TrainingRecord(
+        settings={"train_folder": relative_path(tmp_path / "data" / "train", tmp_path / "data")},
+        history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
+        wall_time_s=4.0,
+        command="dynnets train-sympflow --system pendulum",
+        hardware="some CPU, 1 thread(s)",
+        extra={"system": "pendulum"},
+    )
+    record.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["system"] == "pendulum" and data["seconds_per_epoch"] == 2.0
+    assert data["world_size"] == 1 and data["settings"]["train_folder"] == "train"
+    assert TrainingRecord.from_json(tmp_path / "r.json") == record
+    assert record.train_losses == [0.5, 0.25]
+    # a folder outside the data folder keeps only its name, never the machine's path
+    assert relative_path("/home/someone/images", "/work/data") == "images"
