@@ -76,7 +76,8 @@ Tile = tuple[slice, slice]
 
 
 def _int_pair(value, name: str, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if not isinstance(value, Sequence) else tuple(value)
+    is_pair = isinstance(value, Sequence) and not isinstance(value, str)
+    pair = tuple(value) if is_pair else (value, value)
     if len(pair) != 2:
         raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
     for v in pair:
