@@ -75,6 +75,16 @@ def test_tiled_equals_manual_block_diagonal_on_odd_sizes(tile, offset):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
+def test_max_batch_changes_the_calls_not_the_map():
+    model = _tiny()
+    x = torch.rand(1, 1, 37, 31, dtype=torch.float64)
+    with torch.no_grad():
+        expected = TiledDenoiser(model, TILE, OFFSET)(x, SIGMA)
+        for max_batch in (1, 3):
+            got = TiledDenoiser(model, TILE, OFFSET, max_batch=max_batch)(x, SIGMA)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
 def test_tiled_differs_from_untiled_only_through_the_borders():
     # A tile as large as the image is the denoiser itself; a smaller one is a different map.
     model = _tiny()
@@ -133,6 +143,10 @@ def test_bad_input_is_refused_before_any_work():
         TiledDenoiser(spy, (8, 8, 8))
     with pytest.raises(TypeError, match="denoiser"):
         TiledDenoiser(lambda x, s: x, 8)
+    with pytest.raises(ValueError, match="max_batch"):
+        TiledDenoiser(spy, 8, max_batch=0)
+    with pytest.raises(TypeError, match="max_batch"):
+        TiledDenoiser(spy, 8, max_batch=(2, 2))
     with pytest.raises(TypeError, match="ctx"):
         TiledDenoiser(spy, 8, ctx="gloo")
     tiled = TiledDenoiser(spy, 4)

@@ -139,14 +139,22 @@ def _per_tile_sigma(sigma, batch: int, n_tiles: int):
     return sigma.reshape(batch).repeat(n_tiles)
 
 
-def _denoise_tiles(denoiser: nn.Module, tiles: list[Tensor], sigma, **kwargs) -> list[Tensor]:
-    """Denoise ``tiles`` (each ``(B, C, h, w)``): one call per group of equal shapes."""
+def _denoise_tiles(
+    denoiser: nn.Module, tiles: list[Tensor], sigma, max_batch: int | None = None, **kwargs
+) -> list[Tensor]:
+    """Denoise ``tiles`` (each ``(B, C, h, w)``): one call per group of equal shapes (of at
+    most ``max_batch`` tiles)."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, tile in enumerate(tiles):
         groups.setdefault(tuple(tile.shape), []).append(i)
+    chunks = [
+        members[k : k + (max_batch or len(members))]
+        for members in groups.values()
+        for k in range(0, len(members), max_batch or len(members))
+    ]
     out: list[Tensor | None] = [None] * len(tiles)
-    for shape, members in groups.items():
-        batch = shape[0]
+    for members in chunks:
+        batch = tiles[members[0]].shape[0]
         stacked = torch.cat([tiles[i] for i in members], dim=0)
         result = denoiser(stacked, _per_tile_sigma(sigma, batch, len(members)), **kwargs)
         for j, i in enumerate(members):
@@ -224,6 +232,8 @@ class TiledDenoiser(Denoiser):
     :param int | tuple[int, int] offset: shift of the tile borders, non-negative integers.
     :param deepinv.distributed.DistributedContext | None ctx: distribute the tiles over
         the processes of this (entered) context; ``None``: one process.
+    :param int | None max_batch: at most this many tiles per call of the denoiser (bounds
+        the memory); ``None``: all the tiles of a shape in one call.
 
     :Examples:
 
@@ -247,6 +257,7 @@ class TiledDenoiser(Denoiser):
         tile_size: int | tuple[int, int],
         offset: int | tuple[int, int] = (0, 0),
         ctx=None,
+        max_batch: int | None = None,
     ):
         super().__init__()
         if not isinstance(denoiser, nn.Module):
@@ -258,8 +269,17 @@ class TiledDenoiser(Denoiser):
                 f"ctx must be a deepinv.distributed.DistributedContext or None, got "
                 f"{type(ctx).__name__}"
             )
+        if max_batch is not None:
+            if isinstance(max_batch, (bool, np.bool_)) or not isinstance(
+                max_batch, numbers.Integral
+            ):
+                raise TypeError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+            if max_batch < 1:
+                raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+            max_batch = int(max_batch)
         self.denoiser = denoiser
         self.ctx = ctx
+        self.max_batch = max_batch
         self._engines: dict[torch.Size, nn.Module] = {}
 
     def tiles(self, height: int, width: int) -> list[Tile]:
@@ -312,7 +332,7 @@ class TiledDenoiser(Denoiser):
             return self._distributed(x, tiles, sigma, **kwargs)
         patches = [x[..., r, c] for r, c in tiles]
         out = torch.empty_like(x)
-        denoised = _denoise_tiles(self.denoiser, patches, sigma, **kwargs)
+        denoised = _denoise_tiles(self.denoiser, patches, sigma, self.max_batch, **kwargs)
         for (r, c), patch in zip(tiles, denoised, strict=True):
             out[..., r, c] = patch
         return out
@@ -324,7 +344,7 @@ class TiledDenoiser(Denoiser):
         if engine is None:
 
             def process(patches, sigma, **kw):
-                return _denoise_tiles(self.denoiser, patches, sigma, **kw)
+                return _denoise_tiles(self.denoiser, patches, sigma, self.max_batch, **kw)
 
             engine = DistributedProcessing(
                 self.ctx, process, strategy=_PartitionStrategy(x.shape, tiles)
@@ -356,6 +376,7 @@ class AlternatingTiledDenoiser(Denoiser):
     :param int | tuple[int, int] tile_size: tile side, positive integers.
     :param sequence offsets: the two offsets; default ``((0, 0), (t_h // 2, t_w // 2))``.
     :param deepinv.distributed.DistributedContext | None ctx: as in :class:`TiledDenoiser`.
+    :param int | None max_batch: as in :class:`TiledDenoiser`.
 
     :Examples:
 
@@ -378,6 +399,7 @@ class AlternatingTiledDenoiser(Denoiser):
         tile_size: int | tuple[int, int],
         offsets: Sequence | None = None,
         ctx=None,
+        max_batch: int | None = None,
     ):
         super().__init__()
         th, tw = _int_pair(tile_size, "tile_size", 1)
@@ -386,7 +408,7 @@ class AlternatingTiledDenoiser(Denoiser):
         if not isinstance(offsets, Sequence) or len(offsets) != 2:
             raise ValueError(f"offsets must hold two offsets, got {offsets!r}")
         self.tilings = nn.ModuleList(
-            TiledDenoiser(denoiser, (th, tw), offset, ctx) for offset in offsets
+            TiledDenoiser(denoiser, (th, tw), offset, ctx, max_batch) for offset in offsets
         )
         self.denoiser = denoiser
         self.phase = 0
