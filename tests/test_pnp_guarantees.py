@@ -141,6 +141,17 @@ def test_a_power_estimate_is_seeded_and_reported_as_an_estimate():
         operator_sqnorm(physics)
 
 
+def test_an_estimate_for_a_physics_with_buffers():
+    # compressed sensing keeps its matrix in a buffer: the estimate runs where it lives
+    physics = dinv.physics.CompressedSensing(
+        m=20, img_size=(1, 6, 6), rng=torch.Generator().manual_seed(0)
+    )
+    sqnorm, method = operator_sqnorm(physics)
+    truth = _dense_sqnorm(physics, (1, 6, 6))
+    assert method == "estimate"
+    assert truth <= sqnorm <= POWER_SAFETY_FACTOR * truth * (1 + 1e-4)
+
+
 def test_a_low_estimate_is_caught_at_run_time(large_weights, monkeypatch):
     # a power estimate 4x too low makes the default PGD stepsize about 3.5/L: the safeguard
     # must halve it until the residual decreases, and say so in the report

@@ -59,8 +59,9 @@ def _need_size(physics) -> ValueError:
 
 
 def _device(physics) -> torch.device:
-    tensor = next(iter(physics.buffers()), None) or next(iter(physics.parameters()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
+    for tensor in (*physics.buffers(), *physics.parameters()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _collatz_wielandt(physics, size: tuple[int, ...]) -> float:
