@@ -89,8 +89,12 @@ def time_rollout(
     (``atol`` defaults to torchdiffeq's own), the flow in ``flow_dtype`` (default: ``y0``'s;
     the flow is converted in place).
 
-    :return: ``{"flow_s", "odeint_s", "speedup", "compositions", "max_state_gap"}``, where
-        the gap is the largest distance between the two rollouts at ``T``.
+    :return: ``{"flow_s", "odeint_s", "speedup", "compositions", "odeint_evaluations",
+        "threads", "max_state_gap"}``: ``compositions`` counts the flow's applications of
+        :math:`\mathcal N(\Delta t)` (each on the whole batch), ``odeint_evaluations`` the
+        solver's (batched) evaluations of the true vector field, ``threads`` PyTorch's thread
+        setting during the call, and the gap is the largest distance between the two
+        rollouts at ``T``.
 
     :Examples:
 
@@ -100,8 +104,8 @@ def time_rollout(
         >>> from deepinv_dynnets.flows.evaluation import time_rollout
         >>> flow = SympFlow.from_pretrained("harmonic-oscillator")
         >>> timing = time_rollout(flow, HarmonicOscillator(), torch.rand(100, 2), T=5.0)
-        >>> timing["compositions"]
-        5
+        >>> timing["compositions"], timing["odeint_evaluations"] > 0
+        (5, True)
     """
     steps = int(round(T / flow.dt))
     grid = flow.dt * torch.arange(steps + 1, dtype=y0.dtype, device=y0.device)
@@ -112,13 +116,28 @@ def time_rollout(
     tic = time.perf_counter()
     ours = flow(x0, flow_grid)
     flow_s = time.perf_counter() - tic
+    counted = _CountingField(system)
     tic = time.perf_counter()
-    theirs = odeint(system, y0, grid, rtol=rtol, atol=atol, method=method)
+    theirs = odeint(counted, y0, grid, rtol=rtol, atol=atol, method=method)
     odeint_s = time.perf_counter() - tic
     return {
         "flow_s": flow_s,
         "odeint_s": odeint_s,
         "speedup": odeint_s / flow_s,
         "compositions": steps,
+        "odeint_evaluations": counted.evaluations,
+        "threads": torch.get_num_threads(),
         "max_state_gap": (ours[-1].to(theirs) - theirs[-1]).norm(dim=-1).max().item(),
     }
+
+
+class _CountingField(torch.nn.Module):
+    """A vector field that counts its evaluations."""
+
+    def __init__(self, field: torch.nn.Module):
+        super().__init__()
+        self.field, self.evaluations = field, 0
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        self.evaluations += 1
+        return self.field(t, y)
