@@ -142,14 +142,19 @@ def test_a_power_estimate_is_seeded_and_reported_as_an_estimate():
 
 
 def test_an_estimate_for_a_physics_with_buffers():
-    # compressed sensing keeps its matrix in a buffer: the estimate runs where it lives
-    physics = dinv.physics.CompressedSensing(
+    # a physics that keeps a tensor in a buffer: the estimate runs where it lives (the truth
+    # value of a many-element buffer used to raise "Boolean value of Tensor ... ambiguous")
+    physics = _scaled_identity(scale=3.0)
+    physics.register_buffer("weights", torch.ones(4))
+    sqnorm, method = operator_sqnorm(physics, SIZE)
+    assert method == "estimate"
+    assert 9.0 <= sqnorm <= POWER_SAFETY_FACTOR * 9.0 * (1 + 1e-4)
+    cs = dinv.physics.CompressedSensing(
         m=20, img_size=(1, 6, 6), rng=torch.Generator().manual_seed(0)
     )
-    sqnorm, method = operator_sqnorm(physics)
-    truth = _dense_sqnorm(physics, (1, 6, 6))
-    assert method == "estimate"
-    assert truth <= sqnorm <= POWER_SAFETY_FACTOR * truth * (1 + 1e-4)
+    sqnorm, method = operator_sqnorm(cs)
+    truth = _dense_sqnorm(cs, (1, 6, 6))
+    assert method == "estimate" and truth <= sqnorm <= POWER_SAFETY_FACTOR * truth * (1 + 1e-4)
 
 
 def test_a_low_estimate_is_caught_at_run_time(large_weights, monkeypatch):
