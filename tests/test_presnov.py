@@ -43,3 +43,22 @@ def test_bad_arguments():
         PresnovNet(2, depth=0)
     with pytest.raises(ValueError, match="h must be"):
         PresnovNet(2, h=-0.1)
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e10])
+def test_huge_inputs_give_finite_outputs_of_the_same_norm_growth(scale):
+    torch.manual_seed(0)
+    net = PresnovNet(3, depth=2)
+    x = torch.full((2, 3), scale)
+    out = net(x)
+    assert bool(torch.isfinite(out).all())
+    # the sphere steps keep the norm, the gradient steps move it by a bounded amount
+    ref = net.double()(x.double())
+    torch.testing.assert_close(out.norm(dim=-1).double(), ref.norm(dim=-1), rtol=1e-4, atol=0)
+
+
+def test_inputs_that_overflow_the_dtype_are_refused():
+    net = PresnovNet(3, depth=1)
+    with pytest.raises(ValueError, match="x is too large for torch.float32"):
+        net(torch.full((1, 3), 1e30))
+    assert bool(torch.isfinite(net.double()(torch.full((1, 3), 1e30, dtype=torch.float64))).all())

@@ -70,3 +70,12 @@ def test_step_fields_must_agree():
         SplittingStep([ShearField(4), ShearField(6)])
     with pytest.raises(ValueError, match="at least one"):
         SplittingStep([])
+
+
+def test_sphere_step_keeps_the_norm_where_its_square_overflows():
+    torch.manual_seed(0)
+    step = SphereStep(SpherePreservingField(3), h=0.3)
+    x = torch.tensor([[1e10, -2e10, 3e9]])  # |X(x)| ~ |x|^2 ~ 1e20: |X|^2 overflows float32
+    out = step(x)
+    assert bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=0)

@@ -127,7 +127,7 @@ class AveragedEulerStep(FlowStep):
     :math:`h\nu < 2\alpha` always and :math:`h\|A\|^2 \le 2\alpha/\kappa` whenever the
     estimate is within :math:`\kappa` of the grid maximum. :math:`\nu` is re-estimated at
     every training forward and, in eval mode, only when the weights changed since it was
-    computed; for unchanged weights it never decreases, so a :meth:`calibrate`-d (certified)
+    computed; for unchanged weights its value is kept, so a :meth:`calibrate`-d (certified)
     :math:`\nu` survives a training-mode forward.
 
     The forward is the optimised one: ``x`` may carry only the first ``c <= width``
@@ -244,8 +244,10 @@ class AveragedEulerStep(FlowStep):
             nu = self._estimate_nu(REFRESH_ITERS if self._cold else self.n_power_iter)
             seen = _fingerprint(self.weight)
             if _same_fingerprint(self._seen, seen):
-                # same weights as the stored nu (say, a calibrated one): never lower it
-                nu = torch.maximum(nu, self.nu)
+                # Same weights as the stored nu (say, a calibrated one): keep its value,
+                # with the estimate's gradient, so that a training-mode forward of a
+                # loaded model does not change its steps.
+                nu = self.nu + (nu - nu.detach())
             self.nu.copy_(nu.detach())
             self._seen = seen
             self._cold = False

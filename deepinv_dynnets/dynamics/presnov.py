@@ -3,6 +3,7 @@ r"""The Presnov-decomposition network: alternating gradient and sphere-preservin
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .fields import GradientField, SpherePreservingField
 from .network import FlowNetwork
@@ -35,6 +36,10 @@ class PresnovNet(FlowNetwork):
     :param str activation: ``tanh``, ``sigmoid`` or ``relu``.
     :param float init_scale: factor on the fields' output weights at initialisation, so
         that the untrained network is close to the identity.
+
+    The sphere-preserving fields grow like :math:`\|x\|^2`; inputs so large that they
+    overflow the dtype (about :math:`10^{19}` in float32) raise a ``ValueError`` rather than
+    return NaN.
 
     :Examples:
 
@@ -72,3 +77,12 @@ class PresnovNet(FlowNetwork):
                 else:
                     field.B.weight.mul_(init_scale)
                     field.B.bias.mul_(init_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(
+                f"x is too large for {x.dtype}: the fields overflowed (largest |x| entry "
+                f"{float(x.detach().abs().max()):.3g}); rescale the input or use float64"
+            )
+        return out

@@ -137,8 +137,16 @@ class SphereStep(FlowStep):
 
     def forward(self, x: Tensor) -> Tensor:
         v = self.fields[0](x)
-        r = x.norm(dim=-1, keepdim=True)
+        r = _norm(x)
         # omega = |X| / |x|; at x = 0 the field vanishes too, and any finite omega works.
-        omega = v.norm(dim=-1, keepdim=True) / torch.where(r > 0, r, torch.ones_like(r))
+        omega = _norm(v) / torch.where(r > 0, r, torch.ones_like(r))
         angle = self.h * omega
         return torch.cos(angle) * x + self.h * torch.sinc(angle / torch.pi) * v
+
+
+def _norm(v: Tensor) -> Tensor:
+    # Euclidean norm along the last axis without squaring overflow: |X(x)| grows like
+    # |x|^2, so for |x| = 1e10 in float32 the plain sum of squares is inf.
+    m = v.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(m > 0, m, torch.ones_like(m))
+    return (v / scale).norm(dim=-1, keepdim=True) * m

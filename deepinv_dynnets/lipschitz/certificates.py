@@ -169,8 +169,8 @@ def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate
     - a relaxation :math:`(1 - \lambda)I + \lambda D` exposing ``averaged_relaxation()``
       (returning :math:`D` and :math:`\lambda`, e.g.
       :class:`~deepinv_dynnets.models.RelaxedDenoiser`): :math:`\alpha = \lambda\alpha_D`
-      (if :math:`\le 1`) and :math:`\operatorname{Lip} \le |1 - \lambda| + \lambda
-      \operatorname{Lip}(D)`;
+      (if :math:`\le 1`; then :math:`\operatorname{Lip} \le 1`), otherwise
+      :math:`\operatorname{Lip} \le |1 - \lambda| + \lambda \operatorname{Lip}(D)`;
     - a single ``nn.Linear`` or stride-1 ``nn.Conv2d``: its norm bound (no :math:`\alpha`);
     - anything else (e.g. ``deepinv.models.DnCNN``): a certificate with
       ``lipschitz = inf``, ``alpha = None`` and a ``reason``.
@@ -204,11 +204,15 @@ def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate
         inner, lam = relaxation_of()
         base = certify(inner, method, **kwargs)
         alpha = None if base.alpha is None or lam * base.alpha > 1 else lam * base.alpha
+        lipschitz = abs(1 - lam) + lam * base.lipschitz
+        if alpha is not None:  # an averaged map is non-expansive: the sharper bound
+            lipschitz = min(lipschitz, 1.0)
+        target = None if base.alpha_target is None else lam * base.alpha_target
         return replace(
             base,
-            lipschitz=abs(1 - lam) + lam * base.lipschitz,
+            lipschitz=lipschitz,
             alpha=alpha,
-            alpha_target=None if base.alpha_target is None else lam * base.alpha_target,
+            alpha_target=None if target is None or target > 1 else target,
             reason=f"relaxation (1 - {lam:g}) I + {lam:g} D of: {base.reason or 'certified'}",
         )
     blocks_of = getattr(module, "averaged_blocks", None)

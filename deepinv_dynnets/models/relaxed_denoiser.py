@@ -3,7 +3,9 @@ r"""RelaxedDenoiser: the relaxation :math:`(1 - \lambda) I + \lambda D` of a den
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 from deepinv.models import Denoiser
 from torch import Tensor, nn
@@ -16,8 +18,8 @@ class RelaxedDenoiser(Denoiser):
 
     A strength control that keeps a certificate: if :math:`D` is :math:`\alpha`-averaged,
     :math:`D_\lambda` is :math:`\lambda\alpha`-averaged for :math:`0 < \lambda < 1/\alpha`
-    (Bauschke and Combettes, Prop. 4.40), and its Lipschitz constant is at most
-    :math:`|1 - \lambda| + \lambda\,\mathrm{Lip}(D)`.
+    (Bauschke and Combettes, Prop. 4.40), hence non-expansive; otherwise its Lipschitz
+    constant is at most :math:`|1 - \lambda| + \lambda\,\mathrm{Lip}(D)`.
     :func:`~deepinv_dynnets.certify` certifies it from the certificate of :math:`D`.
     :math:`\lambda < 1` denoises less (the fixed points of a Plug-and-Play scheme move
     towards the data), :math:`\lambda > 1` more.
@@ -43,6 +45,8 @@ class RelaxedDenoiser(Denoiser):
         super().__init__()
         if not isinstance(denoiser, nn.Module):
             raise ValueError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
+        if isinstance(relaxation, (bool, np.bool_)) or not isinstance(relaxation, numbers.Real):
+            raise ValueError(f"relaxation must be a real number > 0, got {relaxation!r}")
         relaxation = float(relaxation)
         if not math.isfinite(relaxation) or relaxation <= 0:
             raise ValueError(f"relaxation must be a finite number > 0, got {relaxation!r}")
