@@ -142,8 +142,7 @@ def test_a_power_estimate_is_seeded_and_reported_as_an_estimate():
 
 
 def test_an_estimate_for_a_physics_with_buffers():
-    # a physics that keeps a tensor in a buffer: the estimate runs where it lives (the truth
-    # value of a many-element buffer used to raise "Boolean value of Tensor ... ambiguous")
+    # physics that keep tensors in buffers or parameters: the estimate runs where they live
     physics = _scaled_identity(scale=3.0)
     physics.register_buffer("weights", torch.ones(4))
     sqnorm, method = operator_sqnorm(physics, SIZE)
