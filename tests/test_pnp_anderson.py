@@ -129,3 +129,14 @@ def test_bad_acceleration_argument(large_weights):
     physics, _, denoiser = _problem(large_weights)
     with pytest.raises(TypeError, match="acceleration"):
         convergent_pnp(physics, denoiser, acceleration="yes")
+
+
+def test_a_warm_start_at_the_solution_stops_at_once(large_weights):
+    physics, y, denoiser = _problem(large_weights)
+    x_hat, monitor, _ = _run(physics, y, denoiser, "PGD", None, threshold=1e-5)
+    first = monitor.report().iterations
+    model, _ = convergent_pnp(physics, denoiser, max_iter=400, thres_conv=1e-5)
+    with torch.no_grad():
+        model(y, physics, init=x_hat)
+    # deepinv checks convergence from its third iteration on
+    assert model.monitor.report().iterations <= 3 < first
