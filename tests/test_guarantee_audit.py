@@ -13,6 +13,12 @@ import pytest
 import torch
 
 from deepinv_dynnets.lipschitz import compose_averaged, euler_step_alpha, relax_averaged
+from deepinv_dynnets.lipschitz.operator_norms import (
+    ROUNDOFF_MARGIN,
+    circular_conv2d_norm,
+    conv2d_norm_bound,
+    linear_norm_bound,
+)
 
 F64 = torch.float64
 
@@ -188,3 +194,53 @@ def test_relaxed_denoiser_lipschitz_certificate_holds_beyond_averagedness(lam):
     x = torch.rand(1, 1, 24, 24, dtype=F64)
     J = _jacobian(lambda z: relaxed(z, 0.1), x)
     assert float(torch.linalg.matrix_norm(J, ord=2)) <= certify(relaxed).lipschitz * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 3), (3, 2), (4, 2)])
+@pytest.mark.parametrize("n_iter", [1, 4, 5])
+def test_gram_bound_is_exact_on_alternating_kernels(shape, n_iter):
+    # w[p, q] = (-1)^(p + q): sup ||K(w)|| = sum |w|, at w = (pi, pi), and the coefficients of
+    # every power of the Gram symbol have the sign (-1)^(r1 + r2): the triangle inequality
+    # over the taps is an equality and the bound is exact. A coefficient grid too coarse
+    # for the symbol's degree folds coefficients of opposite signs together: a smaller value.
+    k1, k2 = shape
+    signs = (-1.0) ** (torch.arange(k1)[:, None] + torch.arange(k2)[None, :])
+    w = signs.to(F64)[None, None]
+    bound = conv2d_norm_bound(w, "gram", n_iter=n_iter)
+    assert bound == pytest.approx(k1 * k2 * (1 + ROUNDOFF_MARGIN), rel=1e-10)
+
+
+def _dense_circular(w: torch.Tensor, n1: int, n2: int) -> torch.Tensor:
+    """The matrix of x -> sum_t w[:, :, t] x(. + t) on the periodic n1 x n2 grid."""
+    c_out, c_in, k1, k2 = w.shape
+    columns = []
+    for c in range(c_in):
+        for a in range(n1):
+            for b in range(n2):
+                x = torch.zeros(c_in, n1, n2, dtype=F64)
+                x[c, a, b] = 1
+                y = torch.zeros(c_out, n1, n2, dtype=F64)
+                for t1 in range(k1):
+                    for t2 in range(k2):
+                        shifted = torch.roll(x, shifts=(-t1, -t2), dims=(1, 2))
+                        y += torch.einsum("oc,chw->ohw", w[:, :, t1, t2], shifted)
+                columns.append(y.reshape(-1))
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize("grid", [(3, 2), (2, 4), (1, 1)])
+def test_circular_norm_on_a_grid_smaller_than_the_kernel(grid):
+    # taps beyond the grid wrap around: the kernel is folded onto the grid
+    w = torch.randn(3, 2, 5, 3, dtype=F64)
+    dense = torch.linalg.matrix_norm(_dense_circular(w, *grid), ord=2)
+    assert circular_conv2d_norm(w, grid) == pytest.approx(float(dense), rel=1e-12)
+
+
+def test_linear_bound_is_the_float64_norm_and_refusals_name_the_weight():
+    w = torch.randn(7, 5)  # float32: the bound is computed in float64 all the same
+    exact = float(torch.linalg.matrix_norm(w.to(F64), ord=2))
+    assert linear_norm_bound(w) == pytest.approx(exact * (1 + ROUNDOFF_MARGIN), rel=1e-14)
+    with pytest.raises(ValueError, match=r"\bweight\b.*2-D"):
+        linear_norm_bound(torch.randn(2, 2, 2))
+    with pytest.raises(ValueError, match=r"\bweight\b.*NaN or Inf"):
+        linear_norm_bound(torch.tensor([[1.0, float("nan")]]))
