@@ -106,6 +106,7 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
         "lr": args.lr,
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
+        "checkpoint_minutes": args.checkpoint_minutes,
         "resume": args.resume,
         "progress": not args.quiet,
     }
@@ -149,6 +150,8 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
         "lr": args.lr,
         "sigma_range": (0.0, args.sigma_max / 255),
         "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_minutes": args.checkpoint_minutes,
         "resume": args.resume,
         "progress": not args.quiet,
         "autocast": torch.bfloat16 if args.bf16 else None,
@@ -160,6 +163,12 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
 
 
 # -- the parser -------------------------------------------------------------------------
+def _checkpoint_arguments(parser, trainer: Callable) -> None:
+    _add(parser, "--checkpoint-every", trainer, "checkpoint_every", "epochs between checkpoints", type=POSITIVE_INT)  # fmt: skip
+    _add(parser, "--checkpoint-minutes", trainer, "checkpoint_minutes", "also checkpoint after this many minutes", type=POSITIVE)  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -222,8 +231,7 @@ def _train_sympflow_parser(sub) -> None:
     _add(p, "--threads", run_flow_training, "threads", "torch CPU threads", type=POSITIVE_INT)
     _add(p, "--device", run_flow_training, "device", "cpu or cuda")
     _add(p, "--n-eval", run_flow_training, "n_eval", "initial conditions evaluated", type=POSITIVE_INT)  # fmt: skip
-    _add(p, "--checkpoint-every", unsup, "checkpoint_every", "epochs between checkpoints", type=POSITIVE_INT)  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+    _checkpoint_arguments(p, unsup)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add(p, "--out", run_flow_training, "out", "output folder")
     p.set_defaults(func=cmd_train_sympflow)
@@ -267,7 +275,7 @@ def _train_denoiser_parser(sub) -> None:
         help="mixed precision: the training forward in bfloat16 (faster on CPUs with "
         "AVX-512 BF16); weights, validation and certificate stay float32",
     )  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
+    _checkpoint_arguments(p, td)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add(p, "--out", run_denoiser_training, "out", "output folder")
     p.set_defaults(func=cmd_train_denoiser)

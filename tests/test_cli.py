@@ -316,6 +316,14 @@ def no_work(monkeypatch):
         (["train-denoiser", "--data", ".", "--sigma-max", "-5"], "argument --sigma-max"),
         (["train-denoiser", "--data", ".", "--lr", "0"], "argument --lr"),
         (
+            ["train-denoiser", "--data", ".", "--checkpoint-minutes", "0"],
+            "argument --checkpoint-minutes",
+        ),
+        (
+            ["train-sympflow", "--system", "pendulum", "--checkpoint-every", "0"],
+            "argument --checkpoint-every",
+        ),
+        (
             ["train-denoiser", "--data", ".", "--model", "dncnn", "--alpha", "0.5"],
             "--hidden and --alpha apply to the Euler denoiser",
         ),
