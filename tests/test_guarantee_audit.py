@@ -244,3 +244,14 @@ def test_linear_bound_is_the_float64_norm_and_refusals_name_the_weight():
         linear_norm_bound(torch.randn(2, 2, 2))
     with pytest.raises(ValueError, match=r"\bweight\b.*NaN or Inf"):
         linear_norm_bound(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_gram_bound_of_the_zero_kernel_is_zero_for_every_n_iter():
+    zero = torch.zeros(2, 3, 3, 3, dtype=F64)
+    assert [conv2d_norm_bound(zero, "gram", n_iter=t) for t in (1, 2, 5)] == [0.0, 0.0, 0.0]
+
+
+def test_circular_norm_refusals_name_the_grid_size():
+    for bad in (0, (3, 0), (2, 2, 2)):
+        with pytest.raises(ValueError, match=r"\bgrid_size\b"):
+            circular_conv2d_norm(torch.randn(1, 1, 3, 3), bad)
