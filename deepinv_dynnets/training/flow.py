@@ -241,21 +241,9 @@ def refine_lbfgs(
     return losses
 
 
-def _fit_flow(
-    flow: NeuralFlow,
-    step_losses,
-    settings: dict,
-    generator: torch.Generator,
-    epochs: int,
-    lr: float,
-    grad_clip: float | None,
-    checkpoint: str | Path | None,
-    checkpoint_every: int,
-    checkpoint_minutes: float | None,
-    resume: bool,
-    progress: bool,
-) -> TrainingRecord:
-    """One Adam step per epoch on the losses ``step_losses()`` draws from ``generator``."""
+def _fit_flow(flow: NeuralFlow, step_losses, settings: dict, generator, **loop) -> TrainingRecord:
+    """:func:`fit` with one Adam step per epoch on the losses that ``step_losses()`` draws
+    from ``generator`` (whose state the checkpoints keep)."""
 
     def run_epoch(epoch: int, step) -> dict:
         losses = step_losses()
@@ -264,20 +252,7 @@ def _fit_flow(
         return {"loss": total.item()} | {k: v.item() for k, v in losses.items()}
 
     record = TrainingRecord(settings=settings, world_size=world_size())
-    return fit(
-        flow,
-        run_epoch,
-        record,
-        epochs,
-        lr,
-        grad_clip=grad_clip,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        checkpoint_minutes=checkpoint_minutes,
-        resume=resume,
-        progress=progress,
-        generator=generator,
-    )
+    return fit(flow, run_epoch, record, generator=generator, **loop)
 
 
 def train_unsupervised(
@@ -376,8 +351,9 @@ def train_unsupervised(
         return losses
 
     record = _fit_flow(
-        flow, step_losses, settings, generator, epochs, lr, grad_clip, checkpoint,
-        checkpoint_every, checkpoint_minutes, resume, progress,
+        flow, step_losses, settings, generator, epochs=epochs, lr=lr, grad_clip=grad_clip,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip
     if lbfgs_steps > 0:
         tic = time.perf_counter()
@@ -457,6 +433,7 @@ def train_supervised(
         return {"mse": supervised_loss(flow, x0[idx], t[idx], y[idx])}
 
     return _fit_flow(
-        flow, step_losses, settings, generator, epochs, lr, grad_clip, checkpoint,
-        checkpoint_every, checkpoint_minutes, resume, progress,
+        flow, step_losses, settings, generator, epochs=epochs, lr=lr, grad_clip=grad_clip,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip
