@@ -509,11 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         for bug in chosen:
             result = check(bug, clean, scratch, args.timeout)
             results.append(result)
-            where = (
-                result.get("failed", [""])[0]
-                if result["status"] == "caught"
-                else result.get("file", "")
-            )
+            where = (result.get("failed") or [result.get("file", "")])[0]
             print(f"{bug.number:3d}  {bug.name:32s} {result['status']:26s} {where}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     summary = {
