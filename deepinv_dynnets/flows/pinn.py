@@ -2,10 +2,13 @@ r"""The PINN baseline: an unstructured MLP flow map trained on the ODE residual.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_positive
+from ..pretrained import load_weights, resolve_weights, save_weights
 from .base import NeuralFlow
 from .potentials import _ACTIVATIONS
 
@@ -84,3 +87,41 @@ class PINNFlow(NeuralFlow):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:-1]).unsqueeze(-1)
         out, dout = self._mlp(t, x, tangent=True)
         return x + t * out, out + t * dout
+
+    def save(self, path: str | Path, **metadata) -> None:
+        """Save the weights and a model card (kind ``"pinn"``), as :meth:`SympFlow.save
+        <deepinv_dynnets.SympFlow.save>` does.
+
+        :param str | pathlib.Path path: the weights file; must end in ``.pt``.
+        :param metadata: JSON-able card entries.
+        """
+        save_weights(self, path, kind="pinn", config=self.config, **metadata)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, map_location: str | torch.device = "cpu"
+    ) -> PINNFlow:
+        """Load a PINN written by :meth:`save` (or by ``dynnets train-sympflow --model pinn``).
+
+        :Examples:
+
+            >>> import pathlib, tempfile
+            >>> from deepinv_dynnets.flows import PINNFlow
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "pinn.pt"
+            >>> PINNFlow(dim=2, width=8).save(path, note="demo")
+            >>> PINNFlow.from_pretrained(path).config["width"]
+            8
+        """
+        path = resolve_weights(path, "pinn")
+        state, card = load_weights(path, kind="pinn", map_location=map_location)
+        config = card.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} has no PINNFlow config in its model card")
+        try:
+            flow = cls(**config)
+            flow.load_state_dict(state, strict=True)
+        except (TypeError, RuntimeError) as err:
+            raise ValueError(
+                f"{path} holds weights of a different architecture than its config says: {err}"
+            ) from err
+        return flow.eval()

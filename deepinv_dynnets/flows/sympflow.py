@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_positive
+from ..pretrained import SHIPPED, load_weights, resolve_weights, save_weights
 from .base import NeuralFlow
 from .fast_rollout import compiled_powers, kernel_available
 from .potentials import MLPPotential
@@ -16,18 +17,21 @@ from .symplectic import apply_J
 
 __all__ = ["SympFlow", "SympFlowVectorField"]
 
-_FORMAT = "deepinv_dynnets.SympFlow"
 _CHUNK = 4096  # states per slice in inference, see SympFlow._in_chunks
 #: The compiled loop runs state by state; beyond this many states PyTorch's batched
 #: products are faster (measured crossover, see the SympFlow guide).
 KERNEL_MAX_BATCH = 256
 _KERNEL_PIECE = 2000  # compositions per call of the compiled loop
-_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-# name -> file shipped in deepinv_dynnets/weights (see the model card in the docs)
-PRETRAINED = {
-    "harmonic-oscillator": "sympflow_harmonic_oscillator.pt",
-    "henon-heiles": "sympflow_henon_heiles.pt",
-}
+# Entries of a model card that describe the format, not the model (the rest is metadata).
+_CARD_FORMAT_KEYS = (
+    "format",
+    "format_version",
+    "kind",
+    "config",
+    "weights_file",
+    "weights_sha256",
+    "paths_relative_to",
+)
 
 
 class SympFlow(NeuralFlow):
@@ -300,18 +304,18 @@ class SympFlow(NeuralFlow):
         """
         return SympFlowVectorField(self)
 
-    # -- checkpoints ---------------------------------------------------------------------
+    # -- weights -------------------------------------------------------------------------
     def save(self, path: str | Path, **metadata) -> None:
-        """Save the configuration, weights and any JSON-able ``metadata`` to ``path``."""
-        torch.save(
-            {
-                "format": _FORMAT,
-                "config": self.config,
-                "state_dict": self.state_dict(),
-                "metadata": metadata,
-            },
-            path,
-        )
+        """Save the weights and a model card with the configuration and JSON-able ``metadata``.
+
+        The format of every model of the package
+        (:func:`~deepinv_dynnets.pretrained.save_weights`, kind ``"sympflow"``): the plain
+        state dict in ``path`` (``.pt``) and the card beside it (``.json``).
+
+        :param str | pathlib.Path path: the weights file; must end in ``.pt``.
+        :param metadata: JSON-able card entries (command, evaluation, ...).
+        """
+        save_weights(self, path, kind="sympflow", config=self.config, **metadata)
 
     @classmethod
     def from_pretrained(
@@ -319,38 +323,40 @@ class SympFlow(NeuralFlow):
     ) -> SympFlow:
         """Load shipped weights by name (``"harmonic-oscillator"``, ``"henon-heiles"``) or a path.
 
-        Nothing is downloaded: names resolve to files inside the package.
+        Nothing is downloaded: names resolve to files inside the package. Files written by
+        :meth:`save`, and the single-file checkpoints of version 0.1, are read (with
+        ``weights_only=True``); the card's entries other than the format's own are in
+        ``flow.metadata``.
 
         :Examples:
 
             >>> from deepinv_dynnets import SympFlow
             >>> flow = SympFlow.from_pretrained("henon-heiles")
-            >>> flow.dim
-            4
+            >>> flow.dim, flow.metadata["system"]
+            (4, 'henon-heiles')
         """
-        if str(name) in PRETRAINED:
-            path = _WEIGHTS / PRETRAINED[str(name)]
-        else:
-            path = Path(name)
-            if not path.is_file():
-                raise ValueError(
-                    f"name must be one of {sorted(PRETRAINED)} or a path to a checkpoint file, "
-                    f"got {str(name)!r}"
-                )
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # pickle, zip and EOF errors all mean the same to a user
-            raise ValueError(f"{path} is not a readable SympFlow checkpoint ({err})") from err
-        if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a SympFlow checkpoint (no {_FORMAT!r} format tag)")
-        flow = cls(**ckpt["config"])
+            path = resolve_weights(name, "sympflow")
+        except ValueError as err:
+            raise ValueError(
+                f"name must be one of {sorted(SHIPPED['sympflow'])} or a path to a SympFlow "
+                f"weights file, got {str(name)!r}"
+            ) from err
         try:
-            flow.load_state_dict(ckpt["state_dict"], strict=True)
-        except RuntimeError as err:
+            state, card = load_weights(path, kind="sympflow", map_location=map_location)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a readable SympFlow weights file: {err}") from err
+        config = card.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} has no SympFlow config in its model card")
+        try:
+            flow = cls(**config)
+            flow.load_state_dict(state, strict=True)
+        except (TypeError, RuntimeError) as err:
             raise ValueError(
                 f"{path} holds weights of a different architecture than its config says: {err}"
             ) from err
-        flow.metadata = ckpt.get("metadata", {})
+        flow.metadata = {k: v for k, v in card.items() if k not in _CARD_FORMAT_KEYS}
         return flow.eval()
 
 
