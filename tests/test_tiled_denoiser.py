@@ -175,8 +175,11 @@ def test_certificate_is_the_wrapped_denoisers():
     assert TiledDenoiser(model, 8).averaged_constant() == base.alpha
     uncertified = TiledDenoiser(dinv.models.DnCNN(1, 1, depth=2, pretrained=None), 8)
     assert uncertified.averaged_constant() is None
-    with pytest.raises(ValueError, match="circulant"):
-        TiledDenoiser(model, 8).certificate("circulant", input_size=(8, 8))
+    # a circulant bound on an image at least as large as a tile holds on every tile
+    circulant = TiledDenoiser(model, 8).certificate("circulant", input_size=(8, 9))
+    assert circulant.alpha == certify(model, "circulant", input_size=(8, 9)).alpha
+    with pytest.raises(ValueError, match="input_size"):
+        TiledDenoiser(model, 8).certificate("circulant", input_size=(8, 7))
 
 
 @pytest.mark.parametrize("scale", [1e-3, 0.1, 1.0])
@@ -192,8 +195,10 @@ def test_tiled_map_is_averaged_on_random_pairs(scale):
     assert bool((slack >= -1e-10).all()), slack.min()
 
 
-@pytest.mark.parametrize("kernel", ["random", "center"])
-def test_tiled_map_is_averaged_on_pairs_close_to_equality(kernel):
+@pytest.mark.parametrize(
+    "kernel, method", [("random", "fourier"), ("random", "circulant"), ("center", "gram")]
+)
+def test_tiled_map_is_averaged_on_pairs_close_to_equality(kernel, method):
     # One Euler step with every ReLU active (large bias) is affine on each tile,
     # x - h A^T (A x + b), and with in_channels = width the lift is the identity: along the
     # top eigenvector of the tiled h A^T A (eigenvalue mu) the relative slack of the
@@ -210,7 +215,9 @@ def test_tiled_map_is_averaged_on_pairs_close_to_equality(kernel):
         field.bias.fill_(100.0)
     model.sync()
     tiled = TiledDenoiser(model, TILE, OFFSET)
-    alpha = tiled.certificate("gram" if kernel == "center" else "fourier").alpha
+    # "circulant" on the tile size: the sharpest bound, for tiles up to that size
+    options = {"input_size": TILE} if method == "circulant" else {}
+    alpha = tiled.certificate(method, **options).alpha
     x0 = torch.rand(1, 4, 37, 31, dtype=torch.float64)
     d = torch.randn_like(x0)
     with torch.no_grad():

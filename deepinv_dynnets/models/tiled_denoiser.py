@@ -214,16 +214,17 @@ class TiledDenoiser(Denoiser):
     Lipschitz constant is at most :math:`D`'s (the module docstring has the proof, and
     why it holds for :class:`~deepinv_dynnets.EulerDenoiser` on tiles of any size).
     :meth:`certificate` returns the wrapped denoiser's :func:`~deepinv_dynnets.certify`
-    certificate; the PnP certificate reads the wrapped denoiser through
-    :meth:`block_diagonal_of`.
+    certificate and :meth:`averaged_constant` its :math:`\alpha`, the number to give
+    :func:`~deepinv_dynnets.pnp_certificate`; :meth:`block_diagonal_of` names the wrapped
+    denoiser for a certifier.
 
     Tiles of equal shape are stacked along the batch dimension and denoised in one call
     (a per-image ``sigma`` of shape ``(B,)`` is repeated per tile). With a
     ``deepinv.distributed.DistributedContext`` that holds a process group, the tiles are
     spread over the processes by deepinv's ``DistributedProcessing`` (round robin) and
     summed with an all-reduce: every process must call the model with the same ``x``, and
-    each gets the whole result, equal to the single-process one (each pixel is written by
-    one process, the others add exact zeros).
+    each gets the whole result (each pixel is written by one process, the others add exact
+    zeros), the single-process one up to round-off (the tiles are batched differently).
 
     :param torch.nn.Module denoiser: ``denoiser(x, sigma)`` on ``(B, C, h, w)`` images of
         any size.
@@ -297,14 +298,20 @@ class TiledDenoiser(Denoiser):
         r""":func:`~deepinv_dynnets.certify` of the wrapped denoiser, which holds for the
         tiled map unchanged (block-diagonal, non-overlapping tiles).
 
-        :param str method: ``"fourier"`` or ``"gram"`` (bounds for every image size).
+        :param str method: ``"fourier"`` or ``"gram"`` (bounds for every image size), or
+            ``"circulant"`` with ``input_size`` at least the tile size: a zero-padded
+            convolution on a tile is a compression of the one on any larger image (zero
+            extension, then restriction), so that image's bound holds on every tile.
         :param kwargs: passed to :func:`~deepinv_dynnets.certify`.
+        :raises ValueError: ``"circulant"`` with an ``input_size`` smaller than a tile.
         """
-        if method == "circulant":
-            raise ValueError(
-                "method='circulant' certifies one image size; tiles have several: use "
-                "'fourier' or 'gram'"
-            )
+        if method == "circulant" and "input_size" in kwargs:
+            size = _int_pair(kwargs["input_size"], "input_size", 1)
+            if size[0] < self.tile_size[0] or size[1] < self.tile_size[1]:
+                raise ValueError(
+                    f"input_size {size} of method='circulant' must be at least the tile size "
+                    f"{self.tile_size}: its bound holds for images up to that size only"
+                )
         base = certify(self.denoiser, method, **kwargs)
         th, tw = self.tile_size
         return replace(
@@ -369,8 +376,9 @@ class AlternatingTiledDenoiser(Denoiser):
     (:func:`~deepinv_dynnets.lipschitz.compose_averaged`). By Krasnosel'skii–Mann the
     even iterates :math:`v_{2j} = S^j v_0` converge to a fixed point of :math:`S` (when
     one exists) with :math:`\|v_{2j+2} - v_{2j}\|` non-increasing; the odd ones converge
-    to its image by :math:`T_1`. The guarantee needs strict alternation: :meth:`reset`
-    before a new run (``phase`` says which partition the next call uses).
+    to its image by :math:`T_1`. The guarantee needs strict alternation, one call per
+    step (no acceleration or line search that calls the denoiser again within a step), and
+    :meth:`reset` before a new run (``phase`` says which partition the next call uses).
 
     :param torch.nn.Module denoiser: ``denoiser(x, sigma)`` on images of any size.
     :param int | tuple[int, int] tile_size: tile side, positive integers.
