@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .._validation import check_positive
 from ..pretrained import load_weights, resolve_weights, save_weights
 from .base import NeuralFlow
-from .potentials import _ACTIVATIONS
+from .potentials import POTENTIAL_ACTIVATIONS
 
 __all__ = ["PINNFlow"]
 
@@ -51,16 +51,16 @@ class PINNFlow(NeuralFlow):
         super().__init__()
         if int(dim) != dim or dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even phase-space dimension 2n >= 2, got {dim}")
-        if activation not in _ACTIVATIONS:
+        if activation not in POTENTIAL_ACTIVATIONS:
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
             )
         check_positive(dt, "dt")
         self.dim, self.dt = int(dim), float(dt)
         self.config = dict(
             dim=self.dim, width=width, depth=depth, activation=activation, dt=self.dt
         )
-        self._act = _ACTIVATIONS[activation]
+        self._act = POTENTIAL_ACTIVATIONS[activation]
         sizes = [dim + 1] + [width] * depth + [dim]
         self.layers = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)

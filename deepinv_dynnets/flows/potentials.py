@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLPPotential"]
+__all__ = ["MLPPotential", "POTENTIAL_ACTIVATIONS"]
 
 
 def _tanh(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,9 +38,11 @@ def _sin(a: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sin(a), torch.cos(a)
 
 
-# activation -> (sigma(a), sigma'(a)), evaluated together to share work, and
+#: The activations of the flows' MLPs: name -> ``a -> (sigma(a), sigma'(a))``, evaluated
+#: together to share work. (The package's table, :mod:`deepinv_dynnets.dynamics.activations`,
+#: has no ``sin`` and computes the two separately.)
+POTENTIAL_ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "softplus": _softplus, "sin": _sin}
 # (sigma, sigma') -> sigma'', only needed for tangents.
-_ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "softplus": _softplus, "sin": _sin}
 _SECOND = {
     "tanh": lambda s, d1: -2 * s * d1,
     "sigmoid": lambda s, d1: d1 * (1 - 2 * s),
@@ -77,12 +79,12 @@ class MLPPotential(nn.Module):
         super().__init__()
         if n < 1 or width < 1 or depth < 1:
             raise ValueError(f"n, width and depth must be >= 1, got {n}, {width}, {depth}")
-        if activation not in _ACTIVATIONS:
+        if activation not in POTENTIAL_ACTIVATIONS:
             raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
             )
         self.n, self.width, self.depth, self.activation = n, width, depth, activation
-        self._act = _ACTIVATIONS[activation]
+        self._act = POTENTIAL_ACTIVATIONS[activation]
         self._second = _SECOND[activation]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
