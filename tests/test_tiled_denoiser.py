@@ -266,6 +266,8 @@ def test_two_alternating_pnp_steps_form_an_averaged_map():
     model = _tiny()
     alt = AlternatingTiledDenoiser(model, TILE)
     assert alt.tilings[1].offset == (4, 5)
+    # not one fixed map: a certifier of fixed iteration maps must not take it for one
+    assert not hasattr(alt, "block_diagonal_of") and certify(alt).alpha is None
     gen = torch.Generator().manual_seed(2)
     truth = torch.rand(1, 1, 37, 31, dtype=torch.float64, generator=gen)
     y = _box_blur(truth) + 0.05 * torch.randn(truth.shape, dtype=torch.float64, generator=gen)

@@ -379,6 +379,9 @@ class AlternatingTiledDenoiser(Denoiser):
     to its image by :math:`T_1`. The guarantee needs strict alternation, one call per
     step (no acceleration or line search that calls the denoiser again within a step), and
     :meth:`reset` before a new run (``phase`` says which partition the next call uses).
+    It deliberately exposes no ``block_diagonal_of()``: a certifier of one fixed
+    iteration map (and a monitor of one-step residuals) does not apply to it; judge
+    convergence by the two-step residual :math:`\|v_{k+2} - v_k\|`.
 
     :param torch.nn.Module denoiser: ``denoiser(x, sigma)`` on images of any size.
     :param int | tuple[int, int] tile_size: tile side, positive integers.
@@ -424,10 +427,6 @@ class AlternatingTiledDenoiser(Denoiser):
     def reset(self) -> None:
         """Start again from the first partition (call before each new run)."""
         self.phase = 0
-
-    def block_diagonal_of(self) -> nn.Module:
-        """The wrapped denoiser: every call is a block-diagonal map of it."""
-        return self.denoiser
 
     def certificate(self, method: str = "fourier", **kwargs) -> Certificate:
         """The certificate of one call (either partition): :meth:`TiledDenoiser.certificate`."""
