@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import sympflow as sympflow_module
@@ -100,3 +102,19 @@ def test_rollouts_use_one_thread_and_restore_the_setting(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    st.sampled_from([2, 4, 6]),
+    st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
+    st.floats(-3.0, 3.0),
+    st.lists(st.floats(0.05, 2.0), min_size=0, max_size=4),
+    st.sampled_from([1.0, -1.0]),
+)
+def test_compiled_and_pytorch_rollouts_agree_on_any_grid(dim, batch, t0, steps, direction):
+    flow = _flow(dim=dim)
+    y0 = 0.5 * torch.randn(*batch, dim, dtype=F64)
+    t = t0 + direction * torch.tensor([0.0, *steps], dtype=F64).cumsum(0)
+    fast, slow = _both(flow, lambda: flow(y0, t))
+    torch.testing.assert_close(fast, slow, atol=1e-9, rtol=0)

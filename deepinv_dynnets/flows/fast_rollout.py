@@ -18,6 +18,7 @@ accurate to a few units in the last place in float64 (resp. float32).
 from __future__ import annotations
 
 import ctypes
+import getpass
 import hashlib
 import math
 import os
@@ -237,7 +238,7 @@ def _library() -> ctypes.CDLL | None:
         folder = _cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
-        folder = Path(tempfile.gettempdir()) / f"deepinv_dynnets-{os.getuid()}"
+        folder = Path(tempfile.gettempdir()) / f"deepinv_dynnets-{getpass.getuser()}"
         folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"sympflow_rollout_{key}.so"
     try:

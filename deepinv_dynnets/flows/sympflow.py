@@ -62,9 +62,14 @@ class SympFlow(NeuralFlow):
     every :math:`t`.
 
     Called like ``torchdiffeq.odeint``, ``flow(y0, t)`` returns the states at the times ``t``
-    (a 1-D monotone grid, any start, the flow starting at ``t[0]``) with shape
-    ``(len(t), *y0.shape)``. :attr:`vector_field` is the ``func(t, y)`` of the learned system
-    for ``torchdiffeq.odeint`` or ``odeint_adjoint``.
+    (a 1-D monotone grid, any start, either direction) with shape ``(len(t), *y0.shape)``.
+    As in torchdiffeq, ``y0`` is the state *at time* ``t[0]``: ``out[i]`` is the flow from
+    :math:`t_0` to :math:`t_i`, :math:`\psi(t_i)\circ\psi(t_0)^{-1}`, which agrees with
+    ``odeint(flow.vector_field, y0, t)``. ``t`` of shape ``(T, *y0.shape[:-1])`` gives one
+    grid per initial state. :attr:`vector_field` is the ``func(t, y)`` of the learned system
+    for ``torchdiffeq.odeint`` or ``odeint_adjoint``. Under ``torch.no_grad()``, rollouts of
+    up to :data:`KERNEL_MAX_BATCH` states on the CPU run in a compiled loop
+    (:attr:`compiled_rollout`).
 
     :param int dim: phase-space dimension :math:`2n` (even).
     :param int n_layers: number of layers :math:`L` (each a :math:`\phi_q` and a :math:`\phi_p`).
