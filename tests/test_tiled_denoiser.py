@@ -15,6 +15,7 @@ from deepinv_dynnets.lipschitz import compose_averaged
 from deepinv_dynnets.models.tiled_denoiser import (
     AlternatingTiledDenoiser,
     TiledDenoiser,
+    certify_distributed,
     certify_tiling,
     tile_partition,
 )
@@ -244,6 +245,24 @@ def test_certify_tiling_says_which_deepinv_tilings_are_partitions():
         certify_tiling((64, 64), patch_size=16)
     with pytest.raises(ValueError, match="overlap"):
         certify_tiling((1, 1, 64, 64), patch_size=16, overlap=-1)
+
+
+def test_certify_distributed_certifies_only_exact_partitions():
+    model = _tiny()
+    alpha = certify(model).alpha
+    with DistributedContext(device_mode="cpu") as ctx:
+        exact = distribute(model, ctx, patch_size=16, overlap=0, tiling_dims=(-2, -1))
+        halo = distribute(model, ctx, patch_size=16, overlap=4, tiling_dims=(-2, -1))
+    cert = certify_distributed(exact, (1, 1, 64, 48))
+    assert cert.alpha == alpha and "certified: 12 disjoint windows" in cert.reason
+    for module, size in [(exact, (1, 1, 48, 40)), (halo, (1, 1, 64, 48))]:
+        refused = certify_distributed(module, size)
+        assert refused.alpha is None and not refused.certified
+        assert refused.reason.startswith("not certified")
+    with pytest.raises(TypeError, match="DistributedProcessing"):
+        certify_distributed(model, (1, 1, 64, 48))
+    with pytest.raises(ValueError, match="tiling_dims"):
+        certify_tiling((1, 1, 64, 64), patch_size=16, tiling_dims=(1, 2))
 
 
 def test_deepinv_distribute_with_a_certified_tiling_is_the_block_diagonal_map():

@@ -51,6 +51,7 @@ block-diagonal map, and two consecutive Plug-and-Play steps compose two averaged
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -69,6 +70,7 @@ __all__ = [
     "AlternatingTiledDenoiser",
     "TilingCertificate",
     "certify_tiling",
+    "certify_distributed",
     "tile_partition",
 ]
 
@@ -486,6 +488,7 @@ def certify_tiling(
     patch_size: int | tuple[int, ...],
     overlap: int | tuple[int, ...] = 0,
     strategy=None,
+    tiling_dims: int | tuple[int, ...] = (-2, -1),
 ) -> TilingCertificate:
     r"""Check whether deepinv's tiling of an image is an exact partition (certified).
 
@@ -504,9 +507,11 @@ def certify_tiling(
     :param Sequence[int] img_size: the image shape ``(B, C, H, W)``.
     :param int | tuple patch_size: deepinv's ``patch_size``.
     :param int | tuple overlap: deepinv's ``overlap`` (halo), non-negative.
-    :param strategy: a deepinv ``DistributedSignalStrategy`` built for ``img_size`` to
-        probe instead of the default one (``patch_size`` and ``overlap`` then only label
-        the result).
+    :param strategy: a deepinv ``DistributedSignalStrategy`` for ``(1, 1, H, W)`` images
+        to probe instead of the default one (``patch_size`` and ``overlap`` then only
+        label the result).
+    :param int | tuple tiling_dims: deepinv's ``tiling_dims``: spatial dimensions only
+        (a tile of some channels is no image for the denoiser).
     :return: a :class:`TilingCertificate`.
     :raises ValueError: ``img_size`` not 4 positive integers, or deepinv refusing the
         tiling (e.g. a patch larger than the image).
@@ -522,13 +527,16 @@ def certify_tiling(
     _int_pair(tuple(img_size[:2]), "img_size", 1)
     height, width = _int_pair(tuple(img_size[2:]), "img_size", 1)
     if strategy is None:
-        from deepinv.distributed.strategies.distributed_strategies import TilingStrategy
+        from deepinv.distributed.strategies import create_strategy
 
         for v in overlap if isinstance(overlap, Sequence) else (overlap,):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
                 raise ValueError(f"overlap must be non-negative integer(s), got {overlap!r}")
-        strategy = TilingStrategy(
-            (1, 1, height, width), tiling_dims=(-2, -1), patch_size=patch_size, overlap=overlap
+        dims = (tiling_dims,) if isinstance(tiling_dims, numbers.Integral) else tiling_dims
+        if not isinstance(dims, Sequence) or not dims or any(d not in (-2, -1, 2, 3) for d in dims):
+            raise ValueError(f"tiling_dims must be spatial (-2, -1, 2 or 3), got {tiling_dims!r}")
+        strategy = create_strategy(
+            (1, 1, height, width), tiling_dims=tuple(dims), patch_size=patch_size, overlap=overlap
         )
     n = strategy.get_num_patches()
     # Pixel indices + 1 in float64 (exact below 2**53): 0 marks zero padding.
@@ -574,4 +582,69 @@ def certify_tiling(
         f"certified: {n} disjoint windows partition the {height}x{width} image (block-diagonal)",
         n,
         overlap,
+    )
+
+
+def certify_distributed(
+    module: nn.Module, img_size: Sequence[int], method: str = "fourier", **kwargs
+) -> Certificate:
+    r"""Certificate of a denoiser distributed by deepinv, for images of one size.
+
+    For the ``DistributedProcessing`` that ``deepinv.distributed.distribute(denoiser, ctx,
+    patch_size=..., overlap=..., tiling_dims=...)`` returns: when its tiling of
+    ``img_size`` is an exact partition (:func:`certify_tiling`, e.g. ``overlap=0`` and a
+    ``patch_size`` dividing the image), the map is block-diagonal and the certificate is
+    :func:`~deepinv_dynnets.certify` of the denoiser; otherwise nothing is certified
+    (``lipschitz = inf``, ``alpha = None``) and ``reason`` says why. The tiling depends on
+    the image size, so the certificate does too.
+
+    :param torch.nn.Module module: a ``deepinv.distributed`` ``DistributedProcessing``.
+    :param Sequence[int] img_size: ``(B, C, H, W)`` of the images it will process.
+    :param str method: passed to :func:`~deepinv_dynnets.certify`.
+    :param kwargs: passed to :func:`~deepinv_dynnets.certify`.
+    :return: a :class:`~deepinv_dynnets.lipschitz.Certificate`.
+    :raises TypeError: ``module`` is not a ``DistributedProcessing``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv.distributed import DistributedContext, distribute
+        >>> from deepinv_dynnets import EulerDenoiser
+        >>> from deepinv_dynnets.models.tiled_denoiser import certify_distributed
+        >>> model = EulerDenoiser(width=4, hidden=4, n_blocks=2)
+        >>> with DistributedContext(device_mode="cpu") as ctx:
+        ...     exact = distribute(model, ctx, patch_size=16, overlap=0, tiling_dims=(-2, -1))
+        ...     halo = distribute(model, ctx, patch_size=16, overlap=4, tiling_dims=(-2, -1))
+        >>> certify_distributed(exact, (1, 1, 64, 48)).alpha <= 0.5
+        True
+        >>> print(certify_distributed(halo, (1, 1, 64, 48)).reason)
+        not certified: window 0 reads padding (overlap 4)
+    """
+    from deepinv.distributed.framework import DistributedProcessing
+
+    if not isinstance(module, DistributedProcessing):
+        raise TypeError(
+            f"module must be a deepinv.distributed DistributedProcessing, got "
+            f"{type(module).__name__}"
+        )
+    options = dict(module.strategy_kwargs)
+    tiling = certify_tiling(
+        img_size,
+        options.get("patch_size"),
+        options.get("overlap", 0),
+        strategy=module.strategy,
+        tiling_dims=options.get("tiling_dims") or (-2, -1),
+    )
+    if not tiling.certified:
+        return Certificate(lipschitz=math.inf, alpha=None, reason=tiling.reason)
+    if not isinstance(module.processor, nn.Module):
+        return Certificate(
+            lipschitz=math.inf,
+            alpha=None,
+            reason=f"not certified: the processor is a {type(module.processor).__name__}, "
+            f"not a module",
+        )
+    base = certify(module.processor, method, **kwargs)
+    return replace(
+        base, reason=f"deepinv tiling, {tiling.reason}; {base.reason or 'denoiser certified'}"
     )
