@@ -331,3 +331,46 @@ def test_monitor_tolerance_is_at_the_size_of_round_off():
     for a, b in ((0.0, 1e-3), (1e-3, 1.5e-3), (1.5e-3, 1.5e-3 + 6e-4)):
         monitor.record({"est": (base + a,)}, {"est": (base + b,)})
     assert not monitor.report().monotone
+
+
+@pytest.mark.parametrize(
+    "options, error, name",
+    [
+        ({"stepsize": "1.0"}, TypeError, "stepsize"),
+        ({"stepsize": True}, TypeError, "stepsize"),
+        ({"stepsize": -1.0}, ValueError, "stepsize"),
+        ({"sigma_denoiser": math.nan}, ValueError, "sigma_denoiser"),
+        ({"sigma_denoiser": "0.1"}, TypeError, "sigma_denoiser"),
+        ({"beta": 0.0}, ValueError, "beta"),
+        ({"relaxation": -0.5}, ValueError, "relaxation"),
+        ({"max_iter": 0}, ValueError, "max_iter"),
+        ({"max_iter": 2.5}, ValueError, "max_iter"),
+        ({"thres_conv": 0.0}, ValueError, "thres_conv"),
+        ({"data_fidelity": "L2"}, TypeError, "data_fidelity"),
+        ({"acceleration": 1}, TypeError, "acceleration"),
+        ({"params_algo": {}}, ValueError, "params_algo"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(options, error, name, monkeypatch):
+    import deepinv_dynnets.pnp.certificate as certificate
+    import deepinv_dynnets.pnp.solvers as solvers
+
+    def no_work(*args):
+        raise AssertionError("the operator norm was computed before the arguments were checked")
+
+    for module in (certificate, solvers):
+        monkeypatch.setattr(module, "operator_sqnorm", no_work)
+    physics = dinv.physics.BlurFFT(
+        SIZE, filter=_kernel(0), noise_model=dinv.physics.GaussianNoise(0.05)
+    )
+    denoiser = EulerDenoiser(width=4, hidden=4, n_blocks=2)
+    with pytest.raises(error, match=name):
+        convergent_pnp(physics, denoiser, **options)
+    certificate_options = {
+        k: v for k, v in options.items() if k in ("stepsize", "beta", "data_fidelity")
+    }
+    if certificate_options:
+        with pytest.raises(error, match=name):
+            pnp_certificate(physics, 0.5, **certificate_options)
+    with pytest.raises(ValueError, match="denoiser"):
+        pnp_certificate(physics, math.nan)

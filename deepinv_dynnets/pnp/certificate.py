@@ -153,6 +153,8 @@ def _tensor_to_float(value) -> float:
 
 
 def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = _tensor_to_float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -225,15 +227,13 @@ def pnp_certificate(
     algorithm = str(algorithm).upper()
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
+    fidelity_scale(data_fidelity)  # type check
+    if not isinstance(denoiser, nn.Module):
+        _denoiser_alpha(denoiser)  # a number or None: checked before any work
+    norm = operator_sqnorm(physics, img_size)
     return _check_conditions(
-        physics,
-        denoiser,
-        algorithm,
-        _positive("stepsize", stepsize),
-        data_fidelity,
-        _positive("beta", beta),
-        g_first,
-        operator_sqnorm(physics, img_size),
+        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
     )
 
 

@@ -271,13 +271,20 @@ def convergent_pnp(
     fidelity_scale(data_fidelity)  # type check before any work
     max_iter = check_positive_int(max_iter, "max_iter")
     thres_conv = _positive("thres_conv", thres_conv)
+    beta = _positive("beta", beta)
+    if relaxation != 1:
+        _positive("relaxation", relaxation)
+    if stepsize is not None:
+        stepsize = _positive("stepsize", stepsize)
+    if sigma_denoiser is not None:
+        sigma_denoiser = _nonnegative("sigma_denoiser", sigma_denoiser)
     norm = operator_sqnorm(physics, img_size)
     if stepsize is None or sigma_denoiser is None:
         defaults = _default_parameters(physics, algorithm, norm, data_fidelity, bool(g_first))
         stepsize = defaults["stepsize"] if stepsize is None else stepsize
         sigma_denoiser = defaults["sigma_denoiser"] if sigma_denoiser is None else sigma_denoiser
     sigma_denoiser = _nonnegative("sigma_denoiser", sigma_denoiser)
-    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
+    stepsize = _positive("stepsize", stepsize)
     denoiser = denoiser.eval()
     if relaxation != 1:
         denoiser = RelaxedDenoiser(denoiser, relaxation)
