@@ -131,3 +131,16 @@ def test_a_measurement_that_does_not_fit_is_refused(height, channels):
     model, _ = convergent_pnp(physics, _denoiser(1, torch.float32), max_iter=2)
     with pytest.raises(ValueError, match="does not fit the physics"):
         model(torch.rand(1, channels, height, 9), physics)
+
+
+@FAST
+@given(
+    y_dtype=st.sampled_from([torch.float16, torch.float64, torch.int64, torch.bool]),
+    size=st.integers(5, 9),
+)
+def test_a_measurement_of_another_dtype_is_refused(y_dtype, size):
+    physics = _physics("Denoising", (1, size, size), 0.05, torch.float32, 0)
+    model, _ = convergent_pnp(physics, _denoiser(1, torch.float32), max_iter=2)
+    y = torch.ones(1, 1, size, size).to(y_dtype)
+    with pytest.raises(ValueError, match="measurement y"):
+        model(y, physics)

@@ -129,12 +129,21 @@ def _default_parameters(
     return {"stepsize": stepsize, "sigma_denoiser": sigma}
 
 
-def _check_measurement(physics, img_size):
+def _check_measurement(physics, img_size, denoiser):
+    weights = next(iter(denoiser.parameters()), None)
+
     def hook(module, args, kwargs):
         y = args[0] if args else kwargs.get("y")
         phys = args[1] if len(args) > 1 else kwargs.get("physics", physics)
         if not isinstance(y, torch.Tensor):
             raise ValueError(f"the measurement y must be a tensor, got {type(y).__name__}")
+        if not torch.is_floating_point(y):
+            raise ValueError(f"the measurement y must be a real floating tensor, got {y.dtype}")
+        if weights is not None and weights.dtype != y.dtype:
+            raise ValueError(
+                f"the measurement y has dtype {y.dtype} but the denoiser's weights are "
+                f"{weights.dtype}: convert one of them (denoiser.to(y.dtype))"
+            )
         if not bool(torch.isfinite(y).all()):
             raise ValueError("the measurement y contains NaN or Inf")
         size = img_size or getattr(phys, "img_size", None)
@@ -333,7 +342,9 @@ def convergent_pnp(
     # deepinv's own rule looks at x; the theorem is about the governing variable's residual
     model.fixed_point.check_conv_fn = driver.check_conv
     model.fixed_point.early_stop = bool(early_stop)
-    model.register_forward_pre_hook(_check_measurement(physics, img_size), with_kwargs=True)
+    model.register_forward_pre_hook(
+        _check_measurement(physics, img_size, denoiser), with_kwargs=True
+    )
     return model, certificate
 
 
