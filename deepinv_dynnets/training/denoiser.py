@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .._validation import check_channels, check_positive_int
 from ..data import load_images
 from ..metrics import psnr
+from .distributed import objective, rank, shard, shard_weight
 from .loop import check_loop_arguments, fit
 from .record import TrainingRecord, relative_path, world_size
 
@@ -161,24 +162,51 @@ def evaluate_psnr(
         >>> round(psnrs["25.5"])  # the noisy input: 20 dB for sigma = 0.1
         20
     """
+    sums = _psnr_sums(model, images, sigmas, seed, range(len(images)))
+    return {f"{255 * float(s):g}": v / len(images) for s, v in zip(sigmas, sums, strict=True)}
+
+
+@torch.no_grad()
+def _psnr_sums(model: nn.Module, images, sigmas, seed: int, indices) -> list[float]:
+    """Per noise level, the sum of the PSNRs of the images ``indices`` (the noise of every
+    image is drawn, so that an image's noise does not depend on which images are summed)."""
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
+    indices = set(indices)
     was_training = model.training
     model.eval()
     try:
-        result = {}
+        sums = []
         for sigma in sigmas:
             g = torch.Generator().manual_seed(seed)
             values = []
-            for image in images:
+            for j, image in enumerate(images):
+                noise = torch.randn((1, *image.shape), generator=g)
+                if j not in indices:
+                    continue
                 x = image.unsqueeze(0).to(device=device, dtype=dtype)
-                noise = torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)
+                noise = noise.to(device=device, dtype=dtype)
                 s = torch.full((1,), float(sigma), device=device, dtype=dtype)
                 values.append(float(psnr(model(x + sigma * noise, s), x)[0]))
-            result[f"{255 * float(sigma):g}"] = sum(values) / len(values)
-        return result
+            sums.append(sum(values))
+        return sums
     finally:
         model.train(was_training)
+
+
+def _distributed_psnr(model: nn.Module, images, sigmas, seed: int, device) -> dict[str, float]:
+    """:func:`evaluate_psnr` with the images shared among the processes. Every process
+    evaluates at least one image: the first evaluation after a step refreshes the Euler
+    blocks' step bounds, which must happen on all processes alike."""
+    processes = world_size()
+    mine = range(rank(), len(images), processes) if len(images) >= processes else range(len(images))
+    sums = torch.tensor(_psnr_sums(model, images, sigmas, seed, mine), dtype=torch.float64)
+    if len(images) >= processes:
+        sums = sums.to(device)
+        torch.distributed.all_reduce(sums)
+    return {
+        f"{255 * float(s):g}": float(v) / len(images) for s, v in zip(sigmas, sums, strict=True)
+    }
 
 
 def _certificate_summary(model: nn.Module) -> dict | None:
@@ -321,9 +349,22 @@ def train_denoiser(
             f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
         )
     holdout = [str(h) for h in holdout]
+    processes = world_size()
+    if processes > 1 and batch_size < processes:
+        raise ValueError(
+            f"batch_size {batch_size} is the global batch, shared by {processes} processes: "
+            "it must be at least the number of processes"
+        )
+    if processes > 1 and num_workers:
+        raise ValueError("num_workers must be 0 with several processes (each cuts its patches)")
     data = ImagePatches(
         train_folder, patch_size, patches_per_image, channels, True, seed, exclude=holdout
     )
+    if 0 < len(data) % batch_size < processes:
+        raise ValueError(
+            f"the last batch of an epoch would have {len(data) % batch_size} patches for "
+            f"{processes} processes: change batch_size or patches_per_image"
+        )
     if val_folder is not None:
         val_images = load_images(val_folder, channels, max_val_images)
     elif holdout:
@@ -360,33 +401,62 @@ def train_denoiser(
         n_parameters=sum(p.numel() for p in model.parameters()),
     )
 
+    def denoising_loss(network: nn.Module, x: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = network(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
+        return torch.mean((out.to(dtype) - x) ** 2)
+
+    evaluate = objective(model, denoising_loss)
+    shape = (channels, data.patch_size, data.patch_size)
+
+    def noise_levels_and_noise(b: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        if levels is not None:
+            sigma = torch.tensor(levels, dtype=torch.float64)[
+                torch.randint(0, len(levels), (b,), generator=g)
+            ]
+        else:
+            sigma = lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64)
+        noise = torch.randn((b, *shape), generator=g)
+        return sigma.to(device=device, dtype=dtype), noise.to(device=device, dtype=dtype)
+
     def run_epoch(epoch: int, step) -> dict:
         data.set_epoch(epoch)
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers
-        )
+        if processes == 1:
+            loader = torch.utils.data.DataLoader(
+                data, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers
+            )
+        else:
+            # The global batches of a single process, as patch indices (the same draws
+            # from g); each process cuts only its shard's patches.
+            loader = torch.utils.data.DataLoader(
+                range(len(data)), batch_size=batch_size, shuffle=True, generator=g
+            )
         total, count = 0.0, 0
-        for x in tqdm(loader, disable=not progress, desc=f"epoch {epoch + 1}", leave=False):
-            x = x.to(device=device, dtype=dtype)
-            b = x.shape[0]
-            if levels is not None:
-                sigma = torch.tensor(levels, dtype=torch.float64)[
-                    torch.randint(0, len(levels), (b,), generator=g)
-                ]
+        for batch in tqdm(
+            loader, disable=not (progress and rank() == 0), desc=f"epoch {epoch + 1}", leave=False
+        ):
+            b = batch.shape[0]
+            sigma, noise = noise_levels_and_noise(b, g)
+            if processes == 1:
+                x = batch.to(device=device, dtype=dtype)
+                loss = evaluate(x, sigma, noise)
             else:
-                sigma = lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64)
-            sigma = sigma.to(device=device, dtype=dtype)
-            noise = torch.randn(x.shape, generator=g).to(device=device, dtype=dtype)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                out = model(x + sigma.view(-1, 1, 1, 1) * noise, sigma)
-            loss = torch.mean((out.to(dtype) - x) ** 2)
-            step(loss)
-            total += loss.item() * b
+                part = shard(b)
+                x = torch.stack([data[int(i)] for i in batch[part]])
+                x = x.to(device=device, dtype=dtype)
+                loss = evaluate(x, sigma[part], noise[part])
+                loss = loss * shard_weight(x.shape[0], b)
+            total += step(loss) * b
             count += b
         entry = {"loss": total / count}
         if val_images is not None:
-            entry["val_psnr"] = evaluate_psnr(model, val_images, val_levels)
+            if processes == 1:
+                entry["val_psnr"] = evaluate_psnr(model, val_images, val_levels)
+            else:
+                entry["val_psnr"] = _distributed_psnr(
+                    model, val_images, val_levels, _VAL_NOISE_SEED, device
+                )
         return entry
 
     def finish(record: TrainingRecord) -> None:

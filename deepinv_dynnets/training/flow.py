@@ -29,6 +29,7 @@ from ..flows.base import NeuralFlow
 from ..flows.sympflow import SympFlow
 from ..flows.symplectic import check_phase_space
 from ..flows.systems import HamiltonianSystem
+from .distributed import mean_over_processes, objective, shard, shard_weight
 from .loop import check_loop_arguments, fit
 from .record import TrainingRecord, world_size
 
@@ -241,15 +242,41 @@ def refine_lbfgs(
     return losses
 
 
-def _fit_flow(flow: NeuralFlow, step_losses, settings: dict, generator, **loop) -> TrainingRecord:
-    """:func:`fit` with one Adam step per epoch on the losses that ``step_losses()`` draws
-    from ``generator`` (whose state the checkpoints keep)."""
+def _check_shardable(n: int, name: str) -> None:
+    if n < world_size():
+        raise ValueError(
+            f"{name} = {n} is smaller than the number of processes ({world_size()}): "
+            "every process needs a part of each batch"
+        )
+
+
+def _fit_flow(
+    flow: NeuralFlow,
+    draw,
+    loss_terms,
+    names: tuple[str, ...],
+    settings: dict,
+    generator,
+    find_unused_parameters: bool,
+    **loop,
+) -> TrainingRecord:
+    """:func:`fit` with one Adam step per epoch on the batch that ``draw()`` draws from
+    ``generator`` (whose state the checkpoints keep): a tuple of tensors whose first
+    dimension runs over the samples. ``loss_terms(flow, *batch)`` returns the loss terms
+    ``names`` as one tensor; the loss is their sum. With several processes every process
+    draws the whole batch (so the generators stay equal) and trains on its shard."""
+    evaluate = objective(flow, loss_terms, find_unused_parameters)
 
     def run_epoch(epoch: int, step) -> dict:
-        losses = step_losses()
-        total = sum(losses.values())
-        step(total)
-        return {"loss": total.item()} | {k: v.item() for k, v in losses.items()}
+        batch = draw()
+        n = batch[0].shape[0]
+        part = shard(n)
+        terms = evaluate(*(b[part] for b in batch))
+        if world_size() > 1:
+            terms = terms * shard_weight(part.stop - part.start, n)
+        total = step(terms.sum())
+        values = mean_over_processes(terms)
+        return {"loss": total} | {k: float(v) for k, v in zip(names, values, strict=True)}
 
     record = TrainingRecord(settings=settings, world_size=world_size())
     return fit(flow, run_epoch, record, generator=generator, **loop)
@@ -319,6 +346,7 @@ def train_unsupervised(
     if flow.dim != system.dim:
         raise ValueError(f"flow.dim = {flow.dim} does not match system.dim = {system.dim}")
     n_points = check_positive_int(n_points, "n_points")
+    _check_shardable(n_points, "n_points")
     if lbfgs_steps:
         check_positive_int(lbfgs_steps, "lbfgs_steps")
         check_positive_int(lbfgs_points, "lbfgs_points")
@@ -342,16 +370,23 @@ def train_unsupervised(
         lbfgs_points=lbfgs_points,
     )
 
-    def step_losses() -> dict[str, Tensor]:
+    def draw() -> tuple[Tensor, Tensor]:
         x0 = system.sample(n_points, generator=generator, dtype=dtype).to(device)
         t = flow.dt * torch.rand(n_points, generator=generator, dtype=dtype).to(device)
-        losses = {"residual": residual_loss(flow, system, t, x0)}
-        if matching:
-            losses["matching"] = matching_weight * hamiltonian_matching_loss(flow, system, t, x0)
-        return losses
+        return t, x0
 
+    def loss_terms(model: NeuralFlow, t: Tensor, x0: Tensor) -> Tensor:
+        terms = [residual_loss(model, system, t, x0)]
+        if matching:
+            terms.append(matching_weight * hamiltonian_matching_loss(model, system, t, x0))
+        return torch.stack(terms)
+
+    names = ("residual", "matching") if matching else ("residual",)
+    # without matching, a SympFlow's energy offset gets no gradient
+    unused = isinstance(flow, SympFlow) and not matching
     record = _fit_flow(
-        flow, step_losses, settings, generator, epochs=epochs, lr=lr, grad_clip=grad_clip,
+        flow, draw, loss_terms, names, settings, generator, unused, epochs=epochs, lr=lr,
+        grad_clip=grad_clip,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip
@@ -416,6 +451,7 @@ def train_supervised(
         raise ValueError(f"t must lie in [0, flow.dt] = [0, {flow.dt}]")
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, x0.shape[0])
+    _check_shardable(batch_size, "batch_size")
     settings = dict(
         kind="supervised",
         flow=type(flow).__name__,
@@ -428,12 +464,17 @@ def train_supervised(
         seed=seed,
     )
 
-    def step_losses() -> dict[str, Tensor]:
+    def draw() -> tuple[Tensor, Tensor, Tensor]:
         idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
-        return {"mse": supervised_loss(flow, x0[idx], t[idx], y[idx])}
+        return x0[idx], t[idx], y[idx]
 
+    def loss_terms(model: NeuralFlow, x0_: Tensor, t_: Tensor, y_: Tensor) -> Tensor:
+        return supervised_loss(model, x0_, t_, y_).unsqueeze(0)
+
+    # a SympFlow's energy offset changes no flow: it gets no gradient
     return _fit_flow(
-        flow, step_losses, settings, generator, epochs=epochs, lr=lr, grad_clip=grad_clip,
+        flow, draw, loss_terms, ("mse",), settings, generator, isinstance(flow, SympFlow),
+        epochs=epochs, lr=lr, grad_clip=grad_clip,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip

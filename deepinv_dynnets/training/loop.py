@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._validation import check_positive, check_positive_int
-from .record import TrainingRecord
+from .distributed import is_main_process, mean_over_processes
+from .record import TrainingRecord, world_size
 
 __all__ = ["fit", "check_loop_arguments", "save_checkpoint", "load_checkpoint"]
 
@@ -141,8 +142,9 @@ def fit(
 
     ``run_epoch(epoch, step)`` runs epoch ``epoch`` (0-based): it calls ``step(loss)`` for
     every optimiser step (zero the gradients, back-propagate, clip to norm ``grad_clip``,
-    step Adam) and returns the epoch's history entry (at least ``{"loss": ...}``); the loop
-    adds ``epoch``, ``lr`` and ``time_s``. Its randomness must come from ``generator`` or
+    step Adam; ``step`` returns the loss as a float, averaged over the processes) and
+    returns the epoch's history entry (at least ``{"loss": ...}``); the loop adds
+    ``epoch``, ``lr`` and ``time_s`` (and ``world_size`` with several processes). Its randomness must come from ``generator`` or
     depend only on the epoch: the generator's state is checkpointed, so a resumed run draws
     what an uninterrupted one would have drawn.
 
@@ -151,6 +153,14 @@ def fit(
     ``finish(record)`` (e.g. a calibration) has run with the model in eval mode. With
     ``resume=True`` and an existing ``checkpoint`` the run continues from its epoch, with
     the record it saved.
+
+    With several processes (:mod:`~deepinv_dynnets.training.distributed`) every process
+    runs the loop; ``loss`` is evaluated through
+    :func:`~deepinv_dynnets.training.distributed.objective`, so that the gradients are
+    averaged before clipping and every process takes the same step. Only rank 0 writes
+    checkpoints and shows the progress bar; every process reads the checkpoint when
+    resuming (a shared file system), with any number of processes; the record's
+    ``world_size`` is that of the latest run.
 
     :raises FloatingPointError: a loss that is not finite (before the step that would
         spoil the weights).
@@ -178,20 +188,28 @@ def fit(
     start = 0
     if checkpoint is not None and resume and Path(checkpoint).is_file():
         record, start = load_checkpoint(checkpoint, model, optimizer, scheduler, generator)
+    processes = world_size()
+    record.world_size = processes
+    writes = checkpoint is not None and is_main_process()
+    progress = progress and is_main_process()
 
     def save(epoch: int) -> None:
         save_checkpoint(checkpoint, model, optimizer, scheduler, record, epoch, generator)
 
     current = start
 
-    def step(loss: Tensor) -> None:
-        if not bool(torch.isfinite(loss.detach())):
-            raise FloatingPointError(f"training diverged at epoch {current + 1}: loss {loss}")
+    def step(loss: Tensor) -> float:
+        # the mean over the processes: every process sees the same value, so all of them
+        # stop together on a non-finite loss
+        value = mean_over_processes(loss)
+        if not bool(torch.isfinite(value)):
+            raise FloatingPointError(f"training diverged at epoch {current + 1}: loss {value}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+        return float(value)
 
     model.train()
     last_save = time.perf_counter()
@@ -204,6 +222,8 @@ def fit(
         entry = run_epoch(current, step)
         scheduler.step()
         entry = {"epoch": current + 1, "lr": lr_used} | entry
+        if processes > 1:
+            entry["world_size"] = processes
         entry["time_s"] = time.perf_counter() - tic
         record.wall_time_s += entry["time_s"]
         record.history.append(entry)
@@ -214,16 +234,14 @@ def fit(
         due = checkpoint_minutes is not None and (
             time.perf_counter() - last_save >= 60 * checkpoint_minutes
         )
-        if (
-            checkpoint is not None
-            and current + 1 < epochs
-            and ((current + 1) % checkpoint_every == 0 or due)
-        ):
+        if writes and current + 1 < epochs and ((current + 1) % checkpoint_every == 0 or due):
             save(current + 1)
             last_save = time.perf_counter()
     model.eval()
     if finish is not None:
         finish(record)
-    if checkpoint is not None:
+    if writes:
         save(epochs)
+    if processes > 1:
+        torch.distributed.barrier()  # the final checkpoint exists when any process returns
     return record

@@ -6,6 +6,10 @@ A run checks its arguments and output folder, builds the model, trains it
 :func:`~deepinv_dynnets.training.train_denoiser`, whose keyword arguments it passes on),
 evaluates it, and writes to ``out`` the weights with their model card, the resumable
 ``checkpoint.pt`` and ``record.json`` (the :class:`~deepinv_dynnets.training.TrainingRecord`).
+
+Started by ``torchrun``, a run trains on all its processes
+(:mod:`~deepinv_dynnets.training.distributed`: the process group is opened at the start and
+closed at the end) and rank 0 alone evaluates, prints and writes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .._validation import check_channels, check_device, check_output_folder, check_positive_int
+from .distributed import distributed_run, is_main_process
 from .record import TrainingRecord, hardware
 
 __all__ = ["FLOW_MODELS", "DENOISER_MODELS", "run_flow_training", "run_denoiser_training"]
@@ -76,14 +81,14 @@ def run_flow_training(
         ``train_supervised`` (``epochs``, ``lr``, ``seed``, ``resume``, ...).
     :param int n_eval: initial conditions of the evaluation.
     :param int threads: torch CPU threads.
-    :param device: ``"cpu"`` or ``"cuda"``.
+    :param device: ``"cpu"`` or ``"cuda"`` (under ``torchrun``, each process takes the GPU
+        ``LOCAL_RANK``).
     :param str | None command: the command line, recorded in the card.
     :return: the record (also written to ``out/record.json``).
     :raises ValueError: a bad argument, option or output folder (before any work).
     """
     from ..demo import SYSTEMS
     from ..flows import PINNFlow, SympFlow
-    from ..flows.evaluation import flow_errors
     from .flow import train_supervised, train_unsupervised, trajectory_data
 
     if system not in SYSTEMS:
@@ -97,12 +102,30 @@ def run_flow_training(
     data = _check_options(trajectory_data, data or {}, "trajectory data") if supervised else {}
     n_eval = check_positive_int(n_eval, "n_eval")
     out, device = _setup(out, threads, device)
+    with distributed_run(device) as device:
+        return _flow_run(
+            system, out, flow_class, supervised, architecture, data, training, trainer, n_eval,
+            device, command,
+        )  # fmt: skip
+
+
+def _flow_run(
+    system, out, flow_class, supervised, architecture, data, training, trainer, n_eval, device,
+    command,
+) -> TrainingRecord:  # fmt: skip
+    from ..demo import SYSTEMS
+    from ..flows import SympFlow
+    from ..flows.evaluation import flow_errors
+    from .flow import trajectory_data
+
     seed = training.get("seed", inspect.signature(trainer).parameters["seed"].default)
     torch.manual_seed(seed)
     dynamics = SYSTEMS[system]()
     flow = flow_class(dynamics.dim, **architecture).to(device)
     training = {"checkpoint": out / "checkpoint.pt"} | training
     out.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():
+        training["progress"] = False
     if supervised:
         x0, t, y = trajectory_data(
             dynamics, dt=flow.dt, generator=torch.Generator().manual_seed(seed), **data
@@ -110,6 +133,8 @@ def run_flow_training(
         record = trainer(flow, x0.to(device), t.to(device), y.to(device), **training)
     else:
         record = trainer(flow, dynamics, **training)
+    if not is_main_process():
+        return record
     y0 = dynamics.sample(n_eval, generator=torch.Generator().manual_seed(1234), dtype=torch.float64)
     metrics = flow_errors(flow.cpu().double(), dynamics, y0, times=(1.0, 10.0, 100.0))
     flow.float()
@@ -171,15 +196,15 @@ def run_denoiser_training(
     :param dict | None training: keyword arguments of
         :func:`~deepinv_dynnets.training.train_denoiser` (``epochs``, ``val_folder``, ...).
     :param int threads: torch CPU threads.
-    :param device: ``"cpu"`` or ``"cuda"``.
+    :param device: ``"cpu"`` or ``"cuda"`` (under ``torchrun``, each process takes the GPU
+        ``LOCAL_RANK``).
     :param str | None command: the command line, recorded in the card.
     :return: the record (also written to ``out/record.json``).
     :raises ValueError: a bad argument, option or output folder (before any work).
     """
     import deepinv
 
-    from ..lipschitz import certify
-    from ..models import EulerDenoiser, save_dncnn
+    from ..models import EulerDenoiser
     from .denoiser import train_denoiser
 
     if model not in DENOISER_MODELS:
@@ -191,6 +216,21 @@ def run_denoiser_training(
     if not Path(train_folder).is_dir():
         raise ValueError(f"the training folder {str(train_folder)!r} is not a folder")
     out, device = _setup(out, threads, device)
+    with distributed_run(device) as device:
+        return _denoiser_run(
+            train_folder, out, model, channels, architecture, training, device, command
+        )
+
+
+def _denoiser_run(
+    train_folder, out, model, channels, architecture, training, device, command
+) -> TrainingRecord:
+    import deepinv
+
+    from ..lipschitz import certify
+    from ..models import EulerDenoiser, save_dncnn
+    from .denoiser import train_denoiser
+
     torch.manual_seed(training.get("seed", 0))
     if model == "euler":
         network = EulerDenoiser(in_channels=channels, **architecture)
@@ -200,7 +240,11 @@ def run_denoiser_training(
     network = network.to(device)
     out.mkdir(parents=True, exist_ok=True)
     training = {"checkpoint": out / "checkpoint.pt"} | training
+    if not is_main_process():
+        training["progress"] = False
     record = train_denoiser(network, train_folder, channels=channels, **training)
+    if not is_main_process():
+        return record
     record.command, record.hardware = command, hardware(device)
     card = {
         "command": command,
