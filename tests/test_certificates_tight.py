@@ -118,3 +118,40 @@ def test_averagedness_is_checked_at_the_worst_case_pair(jacobian):
     with torch.no_grad():
         r = (model(y) - model(x) - (1 - alpha) * (y - x)) / alpha
     assert float(r.norm() / (y - x).norm()) == pytest.approx(ratio, rel=1e-8)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 0.4])
+def test_certify_bounds_the_dense_jacobian_with_a_trained_spline_activation(sigma, jacobian):
+    torch.manual_seed(0)
+    model = EulerDenoiser(in_channels=1, width=3, hidden=4, n_blocks=2, activation="spline")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.weight.normal_()
+            block.bias.normal_()
+            block.sigma_weight.normal_()
+            block.theta.fill_(6.0)
+            # slopes anywhere in (0, 1), as after aggressive training
+            block.field.spline.slope_logits.normal_(std=0.5)
+            block.field.spline.log_scale.normal_()
+    model = model.double().eval()
+    cert = certify(model)
+    assert cert.alpha is not None and cert.alpha <= model.alpha and cert.lipschitz == 1.0
+    x = torch.rand(1, 1, 7, 6, dtype=torch.float64)
+    J = jacobian(lambda z: model(z, sigma), x)
+    assert float(torch.linalg.matrix_norm(J, ord=2)) <= cert.lipschitz * (1 + 1e-10)
+    R = (J - (1 - cert.alpha) * torch.eye(J.shape[0], dtype=J.dtype)) / cert.alpha
+    assert float(torch.linalg.matrix_norm(R, ord=2)) <= 1 + 1e-10
+
+
+def test_a_spline_denoiser_saves_loads_and_trains(tmp_path):
+    model = EulerDenoiser(in_channels=1, width=3, hidden=4, n_blocks=2, activation="spline")
+    x = torch.rand(2, 1, 8, 8)
+    model(x, 0.1).square().mean().backward()
+    assert model.blocks[0].field.spline.slope_logits.grad is not None
+    model.eval()
+    with torch.no_grad():
+        expected = model(x, 0.1)
+    model.save(tmp_path / "s.pt")
+    loaded = EulerDenoiser.from_pretrained(tmp_path / "s.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x, 0.1), expected)

@@ -19,12 +19,14 @@ from ..lipschitz.estimates import conv2d_symbol_power_estimate
 from ..lipschitz.operator_norms import ROUNDOFF_MARGIN, conv2d_norm_bound, grid_correction
 from .activations import get_activation
 from .fields import VectorField
+from .linear_spline import MonotoneLinearSpline
 from .steps import FlowStep
 
 __all__ = ["ConvRidgeField", "AveragedEulerStep"]
 
-#: Activations of an averaged step: monotone, every slope in [0, 1].
-AVERAGING_ACTIVATIONS = ("relu", "leaky_relu")
+#: Activations of an averaged step: monotone, every slope in [0, 1] ("spline": a learnable
+#: :class:`~deepinv_dynnets.dynamics.linear_spline.MonotoneLinearSpline` per hidden channel).
+AVERAGING_ACTIVATIONS = ("relu", "leaky_relu", "spline")
 # Power iterations used when nu is first estimated, after loading, and when the weights
 # changed outside a training forward (after the last optimizer step, a manual edit): from a
 # random start, 10 of them reach 0.99 of the grid maximum for 64 x 64 kernels, well inside
@@ -37,14 +39,16 @@ class ConvRidgeField(VectorField):
 
     :math:`A` is a stride-1 ``conv2d`` from ``width`` to ``hidden`` channels with zero
     ``"same"`` padding, :math:`A^\top` the transposed convolution with the same weights (its
-    exact adjoint), :math:`s` ReLU or LeakyReLU. :math:`F = -\nabla U` with the convex
-    potential :math:`U(x) = \sum_j \gamma\big((Ax + b)_j\big)`, :math:`\gamma' = s`. The
-    noise level :math:`\sigma` enters the bias only.
+    exact adjoint), :math:`s` ReLU, LeakyReLU or a learnable monotone linear spline with
+    slopes in :math:`[0, 1]` (per hidden channel, its knots scaled with :math:`\sigma`).
+    :math:`F = -\nabla U` with the convex potential
+    :math:`U(x) = \sum_j \gamma\big((Ax + b)_j\big)`, :math:`\gamma' = s`. The noise level
+    :math:`\sigma` enters the bias and the spline only, never :math:`A`.
 
     :param int width: channels of the state.
     :param int hidden: channels of :math:`Ax`.
     :param int kernel_size: odd kernel size of :math:`A`.
-    :param str activation: ``"relu"`` or ``"leaky_relu"``.
+    :param str activation: ``"relu"``, ``"leaky_relu"`` or ``"spline"``.
     :param float negative_slope: LeakyReLU's slope for negative inputs, in :math:`[0, 1]`.
     :param bool sigma_conditioning: add :math:`\sigma c` to the bias.
 
@@ -78,13 +82,16 @@ class ConvRidgeField(VectorField):
         # LeakyReLU of slope 0 is ReLU: one code path for both.
         self._activation = get_activation("leaky_relu" if slope else "relu")
         self._params = {"negative_slope": slope} if slope else {}
+        self.spline = MonotoneLinearSpline(hidden) if activation == "spline" else None
         conv = nn.Conv2d(width, hidden, kernel_size)  # borrow PyTorch's default init
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
         self.sigma_weight = nn.Parameter(torch.zeros(hidden)) if sigma_conditioning else None
 
-    def activation(self, z: Tensor, inplace: bool = False) -> Tensor:
-        """:math:`s(z)`; ``inplace`` overwrites ``z`` (a fresh map no backward needs)."""
+    def activation(self, z: Tensor, sigma: Tensor | None = None, inplace: bool = False) -> Tensor:
+        """:math:`s(z)`; ``inplace`` may overwrite ``z`` (a fresh map no backward needs)."""
+        if self.spline is not None:
+            return self.spline(z, sigma)
         fn = self._activation.inplace if inplace else self._activation.fn
         return fn(z, **self._params)
 
@@ -105,7 +112,7 @@ class ConvRidgeField(VectorField):
         return F.conv2d(x, w_in, bias, padding=pad)
 
     def forward(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
-        z = self.activation(self.preactivation(x, sigma))
+        z = self.activation(self.preactivation(x, sigma), sigma)
         return -F.conv_transpose2d(z, self.weight, padding=self.kernel_size // 2)
 
 
@@ -140,7 +147,7 @@ class AveragedEulerStep(FlowStep):
     :param int hidden: channels of :math:`Ax`.
     :param int kernel_size: odd kernel size of :math:`A`.
     :param float alpha: target averagedness :math:`\alpha \in (0, 1]` of the step.
-    :param str activation: ``"relu"`` or ``"leaky_relu"``.
+    :param str activation: ``"relu"``, ``"leaky_relu"`` or ``"spline"``.
     :param float negative_slope: slope of LeakyReLU for negative inputs, in :math:`[0, 1]`.
     :param bool sigma_conditioning: add :math:`\sigma c` to the bias.
     :param float safety: :math:`\kappa \ge 1`.
@@ -298,7 +305,7 @@ class AveragedEulerStep(FlowStep):
         h = 2 * self.alpha * torch.sigmoid(self.theta) / self._current_nu()
         field = self.fields[0]
         # z is a fresh tensor that no backward needs: the activation can overwrite it
-        z = field.activation(field.preactivation(x, sigma), inplace=True)
+        z = field.activation(field.preactivation(x, sigma), sigma, inplace=True)
         c, out = x.shape[1], self.width if keep is None else keep
         # h scales the (small) kernel rather than the feature map
         update = F.conv_transpose2d(z, h * self.weight[:, :out], padding=self.kernel_size // 2)

@@ -6,9 +6,9 @@ Two kinds of numbers exist in this package and must not be confused:
   bounds that approach :math:`\|A\|_2` from below; cheap, differentiable, used during
   training;
 - **certified upper bounds** (this module: :func:`conv2d_norm_bound`,
-  :func:`linear_norm_bound`): numbers proven to be :math:`\ge \|A\|_2`, computed in float64 and multiplied by
-  :math:`1 + \varepsilon` with :math:`\varepsilon =` :data:`ROUNDOFF_MARGIN` to cover
-  floating-point round-off (float64 FFTs and SVDs are backward stable with relative errors
+  :func:`linear_norm_bound`): numbers proven to be :math:`\ge \|A\|_2`, computed in
+  float64 and multiplied by :math:`1 + \varepsilon` with :math:`\varepsilon =`
+  :data:`ROUNDOFF_MARGIN` to cover floating-point round-off (float64 FFTs and SVDs are backward stable with relative errors
   of order :math:`10^{-13}` at these sizes, many orders below :math:`\varepsilon`).
 
 **Convolutions.** A stride-1 convolution with kernel :math:`K \in \mathbb R^{c_o \times c_i

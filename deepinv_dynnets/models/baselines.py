@@ -41,8 +41,10 @@ def save_dncnn(model: dinv.models.DnCNN, path: str | Path, config: dict, **metad
         >>> config = dict(in_channels=1, out_channels=1, depth=3, nf=8)
         >>> path = tempfile.mkdtemp() + "/dncnn.pt"
         >>> save_dncnn(dinv.models.DnCNN(**config, pretrained=None), path, config)
-        >>> type(load_dncnn(path)).__name__, type(dinv.models.DnCNN(**config, pretrained=path)).__name__
-        ('DnCNN', 'DnCNN')
+        >>> type(load_dncnn(path)).__name__
+        'DnCNN'
+        >>> type(dinv.models.DnCNN(**config, pretrained=path)).__name__  # deepinv reads it too
+        'DnCNN'
     """
     save_weights(model, path, kind="dncnn", config=config, **metadata)
 

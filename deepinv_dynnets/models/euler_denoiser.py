@@ -79,7 +79,8 @@ class EulerDenoiser(Denoiser):
     and the first :math:`C` channels are kept
     (:class:`~deepinv_dynnets.dynamics.Truncation`, :math:`P = L^\top`). Each :math:`A_i`
     is a zero-padded ``conv2d`` from ``width`` to ``hidden`` channels, :math:`A_i^\top` the
-    transposed convolution with the same weights, :math:`s` ReLU or LeakyReLU. Each step is
+    transposed convolution with the same weights, :math:`s` ReLU, LeakyReLU or a monotone
+    spline of slopes in :math:`[0, 1]`. Each step is
     :math:`h_i\|A_i\|^2/2`-averaged, so by composition (Combettes and Yamada, 2015) and since
     :math:`P\,\mathcal N\,L = (1 - \alpha)I + \alpha\, P T L` with :math:`P T L`
     non-expansive, the network is averaged with
@@ -116,7 +117,9 @@ class EulerDenoiser(Denoiser):
     :param int n_blocks: number of Euler steps :math:`n`.
     :param int kernel_size: odd kernel size of the :math:`A_i`.
     :param float alpha: target averagedness of the whole network, in :math:`(0, 1]`.
-    :param str activation: ``"relu"`` or ``"leaky_relu"``.
+    :param str activation: ``"relu"``, ``"leaky_relu"`` or ``"spline"`` (a learnable
+        monotone linear spline per hidden channel, slopes in :math:`[0, 1]`, knots scaled
+        with :math:`\sigma`: :class:`~deepinv_dynnets.dynamics.linear_spline.MonotoneLinearSpline`).
     :param float negative_slope: LeakyReLU slope, in :math:`[0, 1]`.
     :param bool sigma_conditioning: whether the biases depend on :math:`\sigma`.
     :param float safety: :math:`\kappa \ge 1`.
