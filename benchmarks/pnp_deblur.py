@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +35,17 @@ from deepinv_dynnets.training import cpu_name
 HERE = Path(__file__).resolve().parent
 
 
-def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-5):
+def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-5, **options):
     result = deblur(
-        x, kernel, noise, denoiser, algorithm, seed=seed, max_iter=max_iter, thres_conv=threshold
+        x,
+        kernel,
+        noise,
+        denoiser,
+        algorithm,
+        seed=seed,
+        max_iter=max_iter,
+        thres_conv=threshold,
+        **options,
     )
     rel = result.monitor.relative_residuals().mean(dim=1)
     below = (rel < threshold).nonzero()
@@ -49,6 +59,8 @@ def run_one(x, kernel, noise, denoiser, algorithm, max_iter, seed, threshold=1e-
         "monotone": result.report.monotone,
         "guaranteed": result.certificate.guaranteed,
         "stepsize": result.certificate.stepsize,
+        "anderson_accepted": result.report.accepted,
+        "anderson_rejected": result.report.rejected,
     }
 
 
@@ -67,6 +79,13 @@ def main() -> None:
         "--alpha", type=float, help="of the shipped weights (--denoiser default): 0.5 or 0.95"
     )
     parser.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
+    parser.add_argument(
+        "--acceleration",
+        default="default",
+        choices=["default", "on", "off"],
+        help="safeguarded Anderson acceleration: convergent_pnp's default (on when "
+        "certified), forced on, or off (the plain averaged iteration)",
+    )
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every run")
@@ -81,15 +100,34 @@ def main() -> None:
     denoiser = load_denoiser(args.denoiser, args.channels, args.alpha)
     args.alpha = getattr(denoiser, "alpha", None)  # recorded: the alpha actually used
 
+    options = {} if args.acceleration == "default" else {"acceleration": args.acceleration == "on"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "gray" if args.channels == 1 else "color"
+    if args.denoiser == "default" and args.alpha != 0.5:
+        suffix += f"_alpha{args.alpha:g}"
+    if args.acceleration == "off":
+        suffix += "_plain"
+    path = args.out / f"pnp_deblur_{suffix}.json"
+    record = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
+        "torch": torch.__version__,
+    }
+
     runs = []
     jobs = [(i, k, s) for s in levels for i in range(len(images)) for k in names]
     for i, name, level in tqdm(jobs, desc="deblurring"):
         x = center_crop(images[i], args.size)[None]
         kernel = torch.as_tensor(kernels[name], dtype=torch.float32)
         kernel = (kernel / kernel.sum())[None, None]
-        result = run_one(x, kernel, level / 255, denoiser, args.algorithm, args.max_iter, i)
+        result = run_one(
+            x, kernel, level / 255, denoiser, args.algorithm, args.max_iter, i, **options
+        )
         result |= {"image": i, "kernel": name, "noise": level}
         runs.append(result)
+        # written after every run, so that an interrupted benchmark keeps what it measured
+        path.write_text(json.dumps(record | {"complete": False, "runs": runs}, indent=2))
         if args.verbose:
             tqdm.write(
                 f"image {i} {name} noise {level:g}: {result['psnr_blurred']:.2f} -> "
@@ -126,18 +164,7 @@ def main() -> None:
             f"{s['reached_1e-5']:>7}/{s['runs']:<4}{'-' if med is None else f'{med:g}':>11}"
             f"{s['mean_seconds']:8.1f}{str(s['all_monotone']):>10}{str(s['all_guaranteed']):>11}"
         )
-    results = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "hardware": f"{cpu_name()}, {args.threads} thread(s)",
-        "torch": torch.__version__,
-        "summary": summary,
-        "runs": runs,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "gray" if args.channels == 1 else "color"
-    if args.denoiser == "default" and args.alpha != 0.5:
-        suffix += f"_alpha{args.alpha:g}"
-    path = args.out / f"pnp_deblur_{suffix}.json"
+    results = record | {"complete": True, "summary": summary, "runs": runs}
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 

@@ -184,6 +184,61 @@ def _model_cards() -> None:
     (out / "model_cards_denoisers.rst").write_text("\n".join(lines) + "\n")
 
 
+def _denoise_set_table(file: str, name: str | None, entry: dict, data: dict) -> list[str]:
+    """One set of a ``denoise_*.json`` record as a reST list-table."""
+    sig = [f"{s:g}" for s in data["sigmas"]]
+    n_images = len(entry["images"]) if "images" in entry else entry["n_images"]
+    certs = [
+        f"{label}: Lipschitz <= {r['certificate']['lipschitz']:.6g}, alpha <= "
+        f"{r['certificate']['alpha']:.4g}"
+        for label, r in entry["models"].items()
+        if "certificate" in r
+    ]
+    lines = [
+        f"``{file}``{'' if name is None else f' ({name})'}: {n_images} images of "
+        f"``{entry['data']}``, {data['hardware']}"
+        + (f"; command ``{data['command']}``" if "command" in data else "")
+        + f"; certificates: {'; '.join(certs)}.",
+        "",
+        ".. list-table:: Mean PSNR (dB, outputs clipped to [0, 1]) and throughput",
+        "   :header-rows: 1",
+        "",
+        "   * - model",
+        *[f"     - sigma = {s}" for s in sig],
+        "     - megapixels / s",
+        "     - parameters",
+        "     - noise level given",
+        "     - images: role for this model",
+    ]
+    for label, r in entry["models"].items():
+        roles = r.get("image_roles")
+        if roles:
+            counts = {role: sum(v == role for v in roles.values()) for role in r["psnr_by_role"]}
+            role_text = ", ".join(f"{n} {role}" for role, n in counts.items())
+        else:
+            role_text = "not recorded"
+        lines += [f"   * - {label}"]
+        lines += [f"     - {r['psnr'][s]:.2f}" for s in sig]
+        lines += [
+            f"     - {r['megapixels_per_s']:.3f}",
+            f"     - {r['parameters']:,}",
+            f"     - {'yes' if r.get('noise_level_given', 'DnCNN' not in label) else 'no (blind)'}",
+            f"     - {role_text}",
+        ]
+        if len(r.get("psnr_by_role", {})) > 1:
+            for role, row in r["psnr_by_role"].items():
+                lines += [f"   * - {label}, {role} images only"]
+                lines += [f"     - {row[s]:.2f}" for s in sig]
+                lines += ["     - ", "     - ", "     - ", f"     - {role}"]
+    published = data.get("published", {})
+    published = published.get(name, {}) if "sets" in data else published
+    for label, row in published.items():
+        lines += [f"   * - {label}"]
+        lines += [f"     - {row[s]:.2f}" if s in row else "     - " for s in sig]
+        lines += ["     - ", "     - ", "     - ", "     - published"]
+    return lines + [""]
+
+
 def _denoiser_benchmark_tables() -> None:
     """Render benchmarks/results/denoise_*.json and pnp_deblur_*.json as reST tables."""
     here = DOCS
@@ -191,34 +246,11 @@ def _denoiser_benchmark_tables() -> None:
     lines = []
     for path in sorted(results.glob("denoise_*.json")):
         data = json.loads(path.read_text())
-        sig = [f"{s:g}" for s in data["sigmas"]]
-        certs = [
-            f"{name}: Lipschitz <= {r['certificate']['lipschitz']:.6g}, alpha <= "
-            f"{r['certificate']['alpha']:.4g}"
-            for name, r in data["models"].items()
-            if "certificate" in r
-        ]
-        lines += [
-            f"``{path.name}``: {data['n_images']} images of ``{data['data']}``, "
-            f"{data['hardware']}; certificates: {'; '.join(certs)}.",
-            "",
-            ".. list-table:: Mean PSNR (dB, outputs clipped to [0, 1]) and throughput",
-            "   :header-rows: 1",
-            "",
-            "   * - model",
-            *[f"     - sigma = {s}" for s in sig],
-            "     - megapixels / s",
-            "     - parameters",
-        ]
-        for name, r in data["models"].items():
-            lines += [f"   * - {name}"]
-            lines += [f"     - {r['psnr'][s]:.2f}" for s in sig]
-            lines += [f"     - {r['megapixels_per_s']:.3f}", f"     - {r['parameters']:,}"]
-        for name, row in data["published"].items():
-            lines += [f"   * - {name}"]
-            lines += [f"     - {row[s]:.2f}" if s in row else "     - " for s in sig]
-            lines += ["     - ", "     - "]
-        lines.append("")
+        if "sets" in data:
+            for name, entry in data["sets"].items():
+                lines += _denoise_set_table(path.name, name, entry, data)
+        else:  # the single-set records written before BM3D joined the run
+            lines += _denoise_set_table(path.name, None, data, data)
     if not lines:
         lines = ["*No results found: run* ``python benchmarks/denoise.py``."]
     out = here / "generated"
@@ -228,6 +260,8 @@ def _denoiser_benchmark_tables() -> None:
     lines = []
     for path in sorted(results.glob("pnp_deblur_*.json")):
         data = json.loads(path.read_text())
+        if "summary" not in data:  # an interrupted run: no summary to show
+            continue
         st = data["settings"]
         lines += [
             f"``{path.name}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser "
