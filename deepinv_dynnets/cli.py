@@ -206,7 +206,9 @@ def _train_sympflow_parser(sub) -> None:
         description="Train on a Hamiltonian system: unsupervised (residual + Hamiltonian "
         "matching, fresh collocation points each epoch) or supervised on reference "
         "trajectory segments. Writes flow.pt, checkpoint.pt (resumable) and record.json "
-        "to --out.",
+        "to --out. Under torchrun (torchrun --nproc_per_node N -m deepinv_dynnets "
+        "train-sympflow ...) it trains on N processes, --n-points and --batch-size being "
+        "totals over them; rank 0 writes.",
     )
     unsup, sup = train_unsupervised, train_supervised
     p.add_argument("--system", choices=sorted(SYSTEMS), required=True)
@@ -244,7 +246,9 @@ def _train_denoiser_parser(sub) -> None:
         description="Train on random patches of an image folder with a noise level drawn "
         "per image, Adam with cosine decay, validation PSNR at sigma = 15, 25, 50 each "
         "epoch, resumable checkpoints. Writes model.pt, checkpoint.pt and record.json to "
-        "--out; an Euler denoiser is calibrated and its certificate printed.",
+        "--out; an Euler denoiser is calibrated and its certificate printed. Under torchrun "
+        "(torchrun --nproc_per_node N -m deepinv_dynnets train-denoiser ...) it trains on N "
+        "processes, --batch-size being the total over them; rank 0 writes.",
     )
     td = train_denoiser
     p.add_argument("--data", required=True, help="folder of training images")
@@ -262,7 +266,7 @@ def _train_denoiser_parser(sub) -> None:
     p.add_argument("--n-blocks", type=POSITIVE_INT, help=f"blocks (euler, default {defaults['n_blocks']}) or depth (dncnn, default deepinv's)")  # fmt: skip
     p.add_argument("--alpha", type=POSITIVE, help=f"euler: target averagedness (default: {defaults['alpha']})")  # fmt: skip
     _add(p, "--epochs", td, "epochs", "epochs", type=POSITIVE_INT)
-    _add(p, "--batch-size", td, "batch_size", "patches per batch", type=POSITIVE_INT)
+    _add(p, "--batch-size", td, "batch_size", "patches per batch (all processes together)", type=POSITIVE_INT)  # fmt: skip
     _add(p, "--patch-size", td, "patch_size", "side of the patches", type=POSITIVE_INT)
     _add(p, "--patches-per-image", td, "patches_per_image", "patches of each image per epoch", type=POSITIVE_INT)  # fmt: skip
     _add(p, "--lr", td, "lr", "initial learning rate", type=POSITIVE)

@@ -3,10 +3,13 @@
 - :func:`train_denoiser` trains an image denoiser on patches (:class:`ImagePatches`);
 - :func:`train_unsupervised` and :func:`train_supervised` train a learned flow;
 - both run :func:`fit` (Adam, cosine schedule, gradient clipping, resumable checkpoints,
-  progress bar) and return a :class:`TrainingRecord`, the model card of the weights.
+  progress bar) and return a :class:`TrainingRecord`, the model card of the weights;
+- under ``torchrun`` they train on all the processes (:mod:`.distributed`:
+  :func:`distributed_run`, DistributedDataParallel, a global batch shared among them).
 """
 
 from .denoiser import DEFAULT_VAL_SIGMAS, ImagePatches, evaluate_psnr, train_denoiser
+from .distributed import distributed_run, is_main_process, launched_by_torchrun
 from .flow import (
     hamiltonian_matching_loss,
     refine_lbfgs,
@@ -28,6 +31,9 @@ __all__ = [
     "cpu_name",
     "hardware",
     "world_size",
+    "distributed_run",
+    "launched_by_torchrun",
+    "is_main_process",
     "relative_path",
     "train_denoiser",
     "ImagePatches",

@@ -282,6 +282,14 @@ def train_denoiser(
     training, and for networks with certified constants the summary of
     :func:`~deepinv_dynnets.certify` is stored in the record.
 
+    With several processes (started by ``torchrun``, see
+    :mod:`~deepinv_dynnets.training.distributed`), ``batch_size`` is the global batch:
+    every process draws the batches, noise levels and noise of a single-process run and
+    trains on its shard of each batch (about ``batch_size / world_size`` patches), DDP
+    averaging the gradients; the validation images are shared among the processes. The
+    run computes what one process computes, up to round-off, and resumes with any number
+    of processes.
+
     :param torch.nn.Module model: a denoiser ``model(x, sigma)`` with ``sigma`` of shape
         ``(B,)``, e.g. :class:`~deepinv_dynnets.EulerDenoiser` or
         ``deepinv.models.DnCNN(in_channels=c, out_channels=c, pretrained=None)``; trained
@@ -290,7 +298,8 @@ def train_denoiser(
     :param str | pathlib.Path | None val_folder: folder of validation images, or ``None``.
     :param int channels: 1 (grayscale) or 3 (RGB); must match the model.
     :param int epochs: number of epochs (the total, when resuming).
-    :param int batch_size: patches per batch.
+    :param int batch_size: patches per batch (per optimiser step, summed over the
+        processes).
     :param int patch_size: side of the patches.
     :param int patches_per_image: patches of each training image per epoch.
     :param float lr: initial learning rate.
@@ -305,7 +314,8 @@ def train_denoiser(
     :param bool progress: show tqdm progress bars.
     :param int | None max_val_images: use only the first validation images.
     :param float | None grad_clip: maximal gradient norm, ``None`` for no clipping.
-    :param int num_workers: ``DataLoader`` workers.
+    :param int num_workers: ``DataLoader`` workers (one process only: with several, each
+        cuts its own patches).
     :param holdout: file-name patterns of ``train_folder`` images left out of training
         (e.g. ``["kodak_2[1-4].png"]``); without ``val_folder`` they are the validation set.
     :param torch.dtype | None autocast: run the training forward under
@@ -319,6 +329,9 @@ def train_denoiser(
     :param data_root: the data folder: the record names the image folders relative to it
         (default: the folder holding the folders that hold them).
     :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
+    :raises ValueError: a bad argument; with several processes, a ``batch_size`` smaller
+        than their number, a last batch of an epoch with fewer patches than processes, or
+        ``num_workers > 0``.
 
     :Examples:
 

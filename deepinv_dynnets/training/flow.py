@@ -315,7 +315,9 @@ def train_unsupervised(
     :param HamiltonianSystem system: the true system, giving :math:`J\nabla H`, :math:`H`
         and the sampler of :math:`\Omega`.
     :param int epochs: number of steps.
-    :param int n_points: collocation points per step.
+    :param int n_points: collocation points per step (summed over the processes: with
+        several, each draws all of them, so the generators stay equal, and trains on its
+        share; see :mod:`~deepinv_dynnets.training.distributed`).
     :param float lr: initial learning rate.
     :param bool matching: add the Hamiltonian-matching term (SympFlow only).
     :param float matching_weight: its weight :math:`\lambda`.
@@ -417,8 +419,9 @@ def train_supervised(
 ) -> TrainingRecord:
     r"""Train a flow on trajectory segments (see :func:`trajectory_data`).
 
-    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments, drawn
-    from a generator seeded by ``seed``; the loop is :func:`~deepinv_dynnets.training.fit`
+    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments (summed
+    over the processes, like ``n_points`` of :func:`train_unsupervised`), drawn from a
+    generator seeded by ``seed``; the loop is :func:`~deepinv_dynnets.training.fit`
     (see :func:`train_unsupervised` for the schedule and checkpoints).
 
     :param NeuralFlow flow: the flow, in the data's dtype and on its device.
