@@ -188,38 +188,53 @@ class _SplineLookup(torch.autograd.Function):
 
     The hand-written backward sums the table gradients with ``bincount`` (the autograd of
     ``gather`` on an expanded table scatters into a ``(B, C, K + 1)`` buffer, several times
-    slower on CPU).
+    slower on CPU). The feature map's gradient is ``a_j`` times the incoming one; the
+    interval index carries none (the spline is continuous).
     """
 
     @staticmethod
     def forward(ctx, z, scale, a, b, spacing, center):
         batch, channels, n_int = z.shape[0], a.shape[0], a.shape[1]
-        index = torch.floor(z / scale / spacing).add_(center + 1).clamp_(0, n_int - 1).long()
+        # memory-bound on CPU: as few passes over the feature map as possible
+        index = torch.mul(z, 1 / (scale * spacing)).add_(center + 1).floor_()
+        index = index.clamp_(0, n_int - 1).long()
         flat = index.view(batch, channels, -1)
+        # the intercepts times the scale: a (B, C, K + 1) table, not a feature map
+        scaled_b = b * scale.reshape(-1, channels, 1)
         a_z = torch.gather(a.expand(batch, -1, -1), 2, flat).view_as(z)
-        b_z = torch.gather(b.expand(batch, -1, -1), 2, flat).view_as(z)
-        ctx.save_for_backward(z, scale, index, a_z, b_z)
+        scaled_b_z = torch.gather(scaled_b.expand(batch, -1, -1), 2, flat).view_as(z)
+        ctx.save_for_backward(z, scale, index, a_z)
         ctx.n_table = (channels, n_int)
-        return a_z * z + b_z * scale
+        ctx.b_table = b.detach()
+        return torch.addcmul(scaled_b_z, a_z, z)
 
     @staticmethod
     def backward(ctx, grad):
-        z, scale, index, a_z, b_z = ctx.saved_tensors
+        z, scale, index, a_z = ctx.saved_tensors
         channels, n_int = ctx.n_table
         grad_z = grad_scale = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_z = grad * a_z
-        if ctx.needs_input_grad[1]:
-            grad_scale = (grad * b_z).sum_to_size(scale.shape)
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            # row c of the tables is read by channel c: offset the indices per channel
-            offset = torch.arange(channels, device=z.device).view((1, -1) + (1,) * (z.dim() - 2))
-            cells = (index + offset * n_int).reshape(-1)
-            size = channels * n_int
-            if ctx.needs_input_grad[2]:
-                weights = (grad * z).reshape(-1)
-                grad_a = torch.bincount(cells, weights, size).to(z.dtype).view(channels, n_int)
+        # row c of the tables is read by channel c: offset the indices per channel
+        offset = torch.arange(channels, device=z.device).view((1, -1) + (1,) * (z.dim() - 2))
+        cells = (index + offset * n_int).reshape(-1)
+        size = channels * n_int
+        if ctx.needs_input_grad[2]:
+            weights = (grad * z).reshape(-1)
+            grad_a = torch.bincount(cells, weights, size).to(z.dtype).view(channels, n_int)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
+            # per (sample, channel, interval) sums of the incoming gradient: both the scale's
+            # and the intercepts' gradients are small contractions of them
+            batch = z.shape[0]
+            sample = torch.arange(batch, device=z.device).view((-1,) + (1,) * (z.dim() - 1))
+            per_sample = torch.bincount(
+                (cells.view(z.shape) + sample * size).reshape(-1), grad.reshape(-1), batch * size
+            )
+            per_sample = per_sample.to(z.dtype).view(batch, channels, n_int)
             if ctx.needs_input_grad[3]:
-                weights = (grad * scale).reshape(-1)
-                grad_b = torch.bincount(cells, weights, size).to(z.dtype).view(channels, n_int)
+                grad_b = (per_sample * scale.reshape(-1, channels, 1)).sum(0)
+            if ctx.needs_input_grad[1]:
+                grad_scale = (per_sample * ctx.b_table).sum(2)
+                grad_scale = grad_scale.view(batch, channels, *([1] * (z.dim() - 2)))
+                grad_scale = grad_scale.sum_to_size(scale.shape)
         return grad_z, grad_scale, grad_a, grad_b, None, None
