@@ -17,6 +17,7 @@ from deepinv_dynnets.lipschitz.operator_norms import (
     ROUNDOFF_MARGIN,
     circular_conv2d_norm,
     conv2d_norm_bound,
+    grid_correction,
     linear_norm_bound,
 )
 
@@ -255,3 +256,39 @@ def test_circular_norm_refusals_name_the_grid_size():
     for bad in (0, (3, 0), (2, 2, 2)):
         with pytest.raises(ValueError, match=r"\bgrid_size\b"):
             circular_conv2d_norm(torch.randn(1, 1, 3, 3), bad)
+
+
+def test_circulant_bound_is_the_circular_norm_on_the_padded_grid():
+    # a smaller grid than (H + k1 - 1, W + k2 - 1) is no upper bound of the zero-padded layer
+    w = torch.randn(3, 2, 5, 3, dtype=F64)
+    bound = conv2d_norm_bound(w, "circulant", input_size=(6, 9), margin=0.0)
+    assert bound == circular_conv2d_norm(w, (10, 11))
+
+
+def test_conv_bounds_are_computed_in_float64():
+    w = torch.randn(4, 3, 3, 3)  # float32
+    for method in ("fourier", "gram"):
+        assert conv2d_norm_bound(w, method) == pytest.approx(
+            conv2d_norm_bound(w.to(F64), method), rel=1e-13
+        )
+
+
+def test_conv_bound_refusals_name_the_argument():
+    w = torch.randn(2, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"\bweight\b.*\(2, 2\)"):
+        conv2d_norm_bound(torch.randn(2, 2))
+    with pytest.raises(ValueError, match=r"\bweight\b.*\blist\b"):
+        conv2d_norm_bound([[1.0]])
+    with pytest.raises(ValueError, match=r"\bweight\b.*NaN or Inf"):
+        conv2d_norm_bound(torch.full((1, 1, 3, 3), float("nan")))
+    for n_freq in (0, 2, (64, 2)):
+        with pytest.raises(ValueError, match=r"\bn_freq\b"):
+            conv2d_norm_bound(w, n_freq=n_freq)
+    with pytest.raises(ValueError, match=r"^method='circulant' needs input_size=\(H, W\)"):
+        conv2d_norm_bound(w, "circulant")
+    with pytest.raises(ValueError, match=r"\binput_size\b"):
+        conv2d_norm_bound(w, "circulant", input_size=0)
+    with pytest.raises(ValueError, match=r"\bgrid_size\b"):
+        grid_correction(3, 0)
+    with pytest.raises(ValueError, match=r"\bkernel_size\b"):
+        grid_correction(0, 64)
