@@ -15,7 +15,7 @@ from .certificate import PnPCertificate
 from .monitor import ConvergenceMonitor, MonitorReport
 from .solvers import convergent_pnp
 
-__all__ = ["DeblurResult", "deblur"]
+__all__ = ["DeblurResult", "blur_physics", "deblur"]
 
 
 @dataclass
@@ -42,6 +42,64 @@ class DeblurResult:
     psnr_blurred: float
     psnr: float
     seconds: float
+
+
+def blur_physics(
+    x: Tensor, kernel: Tensor, noise_level: float, *, seed: int = 0
+) -> dinv.physics.BlurFFT:
+    r"""The physics of :func:`deblur`: circular blur and seeded Gaussian noise.
+
+    A deepinv ``BlurFFT`` with ``kernel`` on every channel and ``GaussianNoise`` of level
+    ``noise_level`` drawn from ``seed``.
+
+    Calling it on ``x`` gives the measurement :func:`deblur` reconstructs from, so another
+    solver (a TV or wavelet prior, say) can be run on the very same data.
+
+    :param torch.Tensor x: clean images ``(B, C, H, W)`` in :math:`[0, 1]` (sets the shape,
+        dtype and device; not modified).
+    :param torch.Tensor kernel: the blur kernel, ``(h, w)`` or ``(1, 1 or C, h, w)``.
+    :param float noise_level: :math:`\sigma_n \ge 0` (images in :math:`[0, 1]`).
+    :param int seed: seed of the noise.
+    :return: a ``deepinv.physics.BlurFFT`` with its ``GaussianNoise``.
+    :raises ValueError: ``x`` not 4-D or not finite, a kernel of the wrong shape or not
+        finite, a negative noise level.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.pnp.deblurring import blur_physics
+        >>> x = torch.rand(1, 1, 16, 16)
+        >>> a = blur_physics(x, torch.ones(3, 3) / 9, 0.03, seed=1)(x)
+        >>> b = blur_physics(x, torch.ones(3, 3) / 9, 0.03, seed=1)(x)
+        >>> bool((a == b).all()), a.shape
+        (True, torch.Size([1, 1, 16, 16]))
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of shape (B, C, H, W), got {shape}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or Inf")
+    kernel = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
+    if kernel.dim() == 2:
+        kernel = kernel[None, None]
+    c = x.shape[1]
+    if kernel.dim() != 4 or kernel.shape[0] != 1 or kernel.shape[1] not in (1, c):
+        raise ValueError(
+            f"kernel must have shape (h, w), (1, 1, h, w) or (1, {c}, h, w), got "
+            f"{tuple(kernel.shape)}"
+        )
+    if not bool(torch.isfinite(kernel).all()):
+        raise ValueError("kernel contains NaN or Inf")
+    noise_level = float(noise_level)
+    if not math.isfinite(noise_level) or noise_level < 0:
+        raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
+    rng = torch.Generator(device=x.device).manual_seed(int(seed))
+    return dinv.physics.BlurFFT(
+        tuple(x.shape[1:]),
+        filter=kernel.expand(1, c, *kernel.shape[-2:]).contiguous(),
+        noise_model=dinv.physics.GaussianNoise(noise_level, rng=rng),
+        device=x.device,
+    )
 
 
 def deblur(
@@ -84,32 +142,7 @@ def deblur(
         >>> result.certificate.guaranteed, result.report.monotone, result.x_hat.shape
         (True, True, torch.Size([1, 1, 16, 16]))
     """
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor of shape (B, C, H, W), got {shape}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or Inf")
-    kernel = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
-    if kernel.dim() == 2:
-        kernel = kernel[None, None]
-    c = x.shape[1]
-    if kernel.dim() != 4 or kernel.shape[0] != 1 or kernel.shape[1] not in (1, c):
-        raise ValueError(
-            f"kernel must have shape (h, w), (1, 1, h, w) or (1, {c}, h, w), got "
-            f"{tuple(kernel.shape)}"
-        )
-    if not bool(torch.isfinite(kernel).all()):
-        raise ValueError("kernel contains NaN or Inf")
-    noise_level = float(noise_level)
-    if not math.isfinite(noise_level) or noise_level < 0:
-        raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
-    rng = torch.Generator(device=x.device).manual_seed(int(seed))
-    physics = dinv.physics.BlurFFT(
-        tuple(x.shape[1:]),
-        filter=kernel.expand(1, c, *kernel.shape[-2:]).contiguous(),
-        noise_model=dinv.physics.GaussianNoise(noise_level, rng=rng),
-        device=x.device,
-    )
+    physics = blur_physics(x, kernel, noise_level, seed=seed)
     y = physics(x)
     model, certificate = convergent_pnp(physics, denoiser, algorithm, **options)
     tic = time.perf_counter()
