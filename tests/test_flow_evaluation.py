@@ -3,7 +3,8 @@
 import torch
 
 from deepinv_dynnets import SympFlow
-from deepinv_dynnets.flows.evaluation import time_rollout
+from deepinv_dynnets.flows.evaluation import time_long_rollout, time_rollout
+from deepinv_dynnets.flows.fast_rollout import kernel_available
 from deepinv_dynnets.systems import HarmonicOscillator
 
 
@@ -21,3 +22,15 @@ def test_time_rollout_counts_the_work_of_both_sides():
     assert timing["odeint_evaluations"] == len(calls) > 0
     assert timing["threads"] == torch.get_num_threads()
     assert timing["flow_s"] > 0 and timing["odeint_s"] > 0
+
+
+def test_time_long_rollout_reports_what_ran():
+    flow = SympFlow(2, n_layers=1, width=4)
+    y0 = torch.rand(8, 2)
+    with torch.no_grad():
+        expected = flow(y0, torch.arange(0, 31, dtype=torch.float32))[-1]
+    timing = time_long_rollout(flow, HarmonicOscillator(), y0, T=30.0)
+    assert timing["compositions"] == 30 and timing["states"] == 8
+    assert timing["compiled"] == kernel_available()  # tanh, CPU, 8 states, no graph
+    energy = (HarmonicOscillator().energy(expected) - HarmonicOscillator().energy(y0)).abs()
+    assert timing["energy_error"] == energy.mean().item()

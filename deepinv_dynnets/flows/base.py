@@ -332,28 +332,24 @@ class NeuralFlow(nn.Module, ABC):
 
     def _forward_grid(self, y0: Tensor, t: Tensor, progress: bool | None) -> Tensor:
         """``forward`` on a 1-D grid (checked)."""
-        reduced = [self._reduce(s) for s in t.detach().tolist()]
-        (m0, r0), m_last = reduced[0], reduced[-1][0]
+        # m = floor(t / dt) and r = t - m dt in float64: the same operations as _reduce.
+        t64 = t.detach().to(device="cpu", dtype=torch.float64)
+        m = torch.floor(t64 / self.dt)
+        r_value = t64 - m * self.dt
+        m = m.long()
+        m0, m_last, r0 = int(m[0]), int(m[-1]), float(r_value[0])
         self._check_reachable(r0 == 0, m_last < m0)
         grad_t = t.requires_grad
-        r = torch.tensor([v[1] for v in reduced], dtype=y0.dtype, device=y0.device)
+        r = r_value.to(dtype=y0.dtype, device=y0.device)
         if grad_t:  # the values computed in float64 above, the gradient of t
             r = r + (t - t.detach())
         x = y0 if (r0 == 0 and not grad_t) else self.network_inverse(r[0], y0)
-        # The grid is monotone, so the points sharing m = floor(t / dt) are contiguous: the
-        # states N(dt)^(m - m0) x are computed once per m, then N(r) in one batched call.
-        periods: list[int] = []
-        for m, _ in reduced:
-            if not periods or periods[-1] != m:
-                periods.append(m)
-        position = {m: k for k, m in enumerate(periods)}
-        period_of = torch.tensor(
-            [position[m] for m, _ in reduced[1:]], dtype=torch.long, device=y0.device
-        )
-        marks = torch.tensor([m - m0 for m in periods], dtype=torch.long)
+        # The grid is monotone, so the points sharing m are contiguous: the states
+        # N(dt)^(m - m0) x are computed once per m, then N(r) in one batched call.
+        periods, period_of = torch.unique_consecutive(m, return_inverse=True)
         with self._progress(abs(m_last - m0), progress) as bar:
-            states = self._powers(x, marks, bar)
-        xs, r = states[period_of], r[1:]
+            states = self._powers(x, periods - m0, bar)
+        xs, r = states[period_of[1:].to(y0.device)], r[1:]
         batch = (1,) * (y0.dim() - 1)
         if grad_t:
             xs = self.network(r.view(-1, *batch), xs)
