@@ -1,0 +1,79 @@
+"""The benchmark scripts' building blocks on tiny inputs (the scripts themselves need the data)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepinv_dynnets import EulerDenoiser
+from deepinv_dynnets.pnp import deblur
+from deepinv_dynnets.pnp.deblurring import blur_physics
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_blur_physics_gives_the_measurement_of_deblur():
+    x = torch.rand(1, 3, 12, 10)
+    kernel = torch.rand(3, 3)
+    kernel = kernel / kernel.sum()
+    result = deblur(x, kernel, 0.05, EulerDenoiser(in_channels=3, width=4, hidden=4, n_blocks=1),
+                    seed=3, max_iter=2)  # fmt: skip
+    y = blur_physics(x, kernel, 0.05, seed=3)(x)
+    assert torch.equal(y, result.y)
+    assert not torch.equal(y, blur_physics(x, kernel, 0.05, seed=4)(x))
+
+
+@pytest.mark.parametrize(
+    ("x", "kernel", "noise", "match"),
+    [
+        (torch.rand(1, 8, 8), torch.ones(3, 3), 0.1, "x must be"),
+        (torch.rand(1, 1, 8, 8), torch.ones(2, 3, 3), 0.1, "kernel must"),
+        (torch.rand(1, 1, 8, 8), torch.ones(3, 3), -0.1, "noise_level"),
+        (torch.full((1, 1, 8, 8), float("nan")), torch.ones(3, 3), 0.1, "x contains"),
+    ],
+)
+def test_blur_physics_refuses_bad_input(x, kernel, noise, match):
+    with pytest.raises(ValueError, match=match):
+        blur_physics(x, kernel, noise)
+
+
+def test_image_roles_follow_the_model_card(tmp_path):
+    denoise = _script("denoise")
+    train = tmp_path / "train" / "color"
+    val = tmp_path / "val" / "gray_set12"
+    other = tmp_path / "elsewhere"
+    for folder in (train, val, other):
+        folder.mkdir(parents=True)
+    card = {"train_folder": "train/color", "val_folder": None, "holdout": ["kodak_2[1-4].png"]}
+    assert denoise.image_role(card, train, "kodak_05.png") == "training"
+    assert denoise.image_role(card, train, "kodak_22.png") == "validation"
+    assert denoise.image_role(card, other, "kodak_22.png") == "test"
+    grey = {"train_folder": "train/gray_bsd400", "val_folder": "val/gray_set12"}
+    assert denoise.image_role(grey, val, "01.png") == "validation"
+    assert denoise.image_role(grey, train, "kodak_05.png") == "test"
+    assert denoise.image_role(None, val, "01.png").startswith("unknown")
+
+
+def test_convex_anchor_reports_the_best_weight_of_its_grid():
+    import deepinv as dinv
+
+    bench = _script("pnp_deblur")
+    x = torch.rand(1, 1, 16, 16)
+    result = bench.run_convex(
+        x, torch.ones(3, 3) / 9, 0.05, dinv.optim.TVPrior(n_it_max=10), [1e-3, 1e-1],
+        stepsize=1.9, max_iter=5, seed=0, threshold=1e-5,
+    )  # fmt: skip
+    assert set(result["psnr_by_lambda"]) == {"0.001", "0.1"}
+    assert result["psnr"] == max(result["psnr_by_lambda"].values())
+    assert result["psnr_by_lambda"][f"{result['lambda']:g}"] == result["psnr"]
+    assert result["iterations"] == 5 and not result["guaranteed"]
