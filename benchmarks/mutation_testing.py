@@ -120,6 +120,28 @@ def _mutated_line(diff: str) -> str:
     return "".join("".join(added).split())
 
 
+# The diff of each mutant, as `mutmut show` prints it, in one process (not one per mutant).
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({name: get_diff_for_mutant(name, path=sys.argv[1]) for name in names}))
+"""
+
+
+def _diffs(names: list[str], path: str, work: Path, env: dict) -> dict[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-c", _DIFFS, path],
+        input=json.dumps(names),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
 def _run(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None):
     proc = subprocess.Popen(
         cmd,
@@ -167,17 +189,18 @@ def mutate(
             raise SystemExit(f"mutmut produced no results for {module}:\n{out[-4000:]}")
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
         counts: dict[str, int] = {}
-        survivors = []
-        for name, exit_code in sorted(exit_codes.items()):
+        for exit_code in exit_codes.values():
             status = status_by_exit_code[exit_code]
             counts[status] = counts.get(status, 0) + 1
-            if status == "survived":
-                _, diff, _ = _run([*mutmut, "show", name], work, env, 120)
-                function = _mutant_function(name)
-                review = REVIEWED.get((function, _mutated_line(diff)))
-                survivors.append(
-                    {"mutant": name, "function": function, "diff": diff.strip(), "review": review}
-                )
+        names = sorted(n for n, c in exit_codes.items() if status_by_exit_code[c] == "survived")
+        diffs = _diffs(names, f"{PACKAGE}/{module}", work, env)
+        survivors = []
+        for name in names:
+            function = _mutant_function(name)
+            review = REVIEWED.get((function, _mutated_line(diffs[name])))
+            survivors.append(
+                {"mutant": name, "function": function, "diff": diffs[name], "review": review}
+            )
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
         tested = killed + counts.get("survived", 0)
         return {
