@@ -9,6 +9,8 @@ stops after ``--budget`` seconds (what finished is still reported). ::
 
     python benchmarks/mutation_testing.py --list
     python benchmarks/mutation_testing.py --module lipschitz/averagedness.py --budget 900
+    python benchmarks/mutation_testing.py --module lipschitz/averagedness.py \\
+        --recheck benchmarks/results/mutation_averagedness.json   # after adding tests
 
 writes ``benchmarks/results/mutation_<module>.json``: the score
 ``killed / (killed + survived)``, every surviving mutant with its diff, and the review of
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -166,9 +169,16 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None):
 
 
 def mutate(
-    module: str, spec: list[str], budget: float, exclude: str | None, worktree: bool, keep: bool
+    module: str,
+    spec: list[str],
+    budget: float,
+    exclude: str | None,
+    worktree: bool,
+    keep: bool,
+    only: list[str] | None = None,
 ) -> dict:
-    """Run mutmut on ``module`` in a temporary copy; return the summary dictionary."""
+    """Run mutmut on ``module`` in a temporary copy (on the mutants ``only``, if given: names
+    are stable while the module's source is); return the summary dictionary."""
     from mutmut.stats import status_by_exit_code
 
     scratch = Path(tempfile.mkdtemp(prefix="dynnets-mutation-"))
@@ -181,13 +191,19 @@ def mutate(
         mutmut = [sys.executable, "-m", "mutmut"]
         tic = time.time()
         code, out, timed_out = _run(
-            ["nice", "-n", "19", *mutmut, "run", "--max-children", "1"], work, env, budget
+            ["nice", "-n", "19", *mutmut, "run", "--max-children", "1", *(only or [])],
+            work,
+            env,
+            budget,
         )
         wall = time.time() - tic
         meta = work / "mutants" / PACKAGE / (module + ".meta")
         if not meta.exists():
             raise SystemExit(f"mutmut produced no results for {module}:\n{out[-4000:]}")
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if only:
+            exit_codes = {name: exit_codes.get(name) for name in only}
+        source = (work / PACKAGE / module).read_bytes()
         counts: dict[str, int] = {}
         for exit_code in exit_codes.values():
             status = status_by_exit_code[exit_code]
@@ -201,15 +217,14 @@ def mutate(
             survivors.append(
                 {"mutant": name, "function": function, "diff": diffs[name], "review": review}
             )
-        killed = counts.get("killed", 0) + counts.get("timeout", 0)
-        tested = killed + counts.get("survived", 0)
         return {
             "module": f"{PACKAGE}/{module}",
+            "module_sha256": hashlib.sha256(source).hexdigest(),
             "tests": tests,
             "excluded": exclude,
             "counts": counts,
             "mutants": len(exit_codes),
-            "score": None if tested == 0 else killed / tested,
+            "score": _score(counts),
             "complete": not timed_out and counts.get("not checked", 0) == 0,
             "budget_s": budget,
             "wall_s": round(wall, 1),
@@ -232,6 +247,56 @@ def mutate(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _score(counts: dict[str, int]) -> float | None:
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = killed + counts.get("survived", 0)
+    return None if tested == 0 else killed / tested
+
+
+def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
+    """Rerun the survivors of a recorded run with today's tests and update the record."""
+    previous = json.loads(args.recheck.read_text())
+    if previous["module"] != f"{PACKAGE}/{module}":
+        raise SystemExit(f"{args.recheck} records {previous['module']}, not {module}")
+    names = [s["mutant"] for s in previous["survivors"]]
+    now = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep, names)
+    if now["module_sha256"] != previous["module_sha256"]:
+        raise SystemExit(f"{module} changed since {args.recheck}: run it in full")
+    if now["counts"].get("not checked"):
+        raise SystemExit(f"the budget ran out before every survivor was rerun: {now['counts']}")
+    counts = dict(previous["counts"])
+    counts["survived"] = now["counts"].get("survived", 0)
+    counts["killed"] = counts.get("killed", 0) + now["counts"].get("killed", 0)
+    counts["timeout"] = counts.get("timeout", 0) + now["counts"].get("timeout", 0)
+    counts = {k: v for k, v in counts.items() if v}
+    record = previous | {
+        "counts": counts,
+        "score": _score(counts),
+        "survivors": now["survivors"],
+        "unreviewed": now["unreviewed"],
+        "tests": now["tests"],
+        "rechecked": {k: now[k] for k in ("date", "commit", "wall_s")} | {"survivors": len(names)},
+        "command": previous["command"] + f"; then --recheck {args.recheck.name}",
+    }
+    args.recheck.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return _report(record, args.recheck)
+
+
+def _report(summary: dict, out: Path) -> int:
+    score = "n/a" if summary["score"] is None else f"{summary['score']:.1%}"
+    print(
+        f"{summary['module']}: {summary['counts']} score {score} "
+        f"({'complete' if summary['complete'] else 'INCOMPLETE: budget reached'}), wrote {out}"
+    )
+    for s in summary["survivors"]:
+        print(
+            f"\n{'reviewed' if s['review'] else 'UNREVIEWED'} survivor {s['mutant']}\n{s['diff']}"
+        )
+        if s["review"]:
+            print(f"  -> {s['review']}")
+    return 1 if summary["unreviewed"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
@@ -251,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="result file (default results/mutation_<module>.json)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument(
+        "--recheck",
+        type=Path,
+        metavar="JSON",
+        help="rerun only the survivors recorded in JSON (after adding tests), if the module "
+        "is unchanged, and update JSON",
+    )
     args = parser.parse_args(argv)
     if args.list or not args.module:
         for module, spec in MODULES.items():
@@ -260,21 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / PACKAGE / module).is_file():
         raise SystemExit(f"no module {PACKAGE}/{module}")
     spec = args.tests or MODULES.get(module, ["auto"])
+    if args.recheck:
+        return recheck(args, module, spec)
     summary = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep)
     out = args.out or RESULTS / f"mutation_{Path(module).stem}.json"
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    score = "n/a" if summary["score"] is None else f"{summary['score']:.1%}"
-    print(
-        f"{summary['module']}: {summary['counts']} score {score} "
-        f"({'complete' if summary['complete'] else 'INCOMPLETE: budget reached'}), wrote {out}"
-    )
-    for s in summary["survivors"]:
-        print(
-            f"\n{'reviewed' if s['review'] else 'UNREVIEWED'} survivor {s['mutant']}\n{s['diff']}"
-        )
-        if s["review"]:
-            print(f"  -> {s['review']}")
-    return 1 if summary["unreviewed"] else 0
+    return _report(summary, out)
 
 
 if __name__ == "__main__":
