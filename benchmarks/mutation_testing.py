@@ -260,7 +260,18 @@ def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
         raise SystemExit(f"{args.recheck} records {previous['module']}, not {module}")
     names = [s["mutant"] for s in previous["survivors"]]
     now = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep, names)
-    if now["module_sha256"] != previous["module_sha256"]:
+    recorded = (
+        previous.get("module_sha256")
+        or hashlib.sha256(
+            subprocess.run(
+                ["git", "show", f"{previous['commit']}:{previous['module']}"],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            ).stdout
+        ).hexdigest()
+    )
+    if now["module_sha256"] != recorded:
         raise SystemExit(f"{module} changed since {args.recheck}: run it in full")
     if now["counts"].get("not checked"):
         raise SystemExit(f"the budget ran out before every survivor was rerun: {now['counts']}")
