@@ -59,7 +59,52 @@ SLOW_TESTS = "test_shipped_weights_are_certified_and_averaged"
 
 # Survivors reviewed by hand, keyed by (function, the mutated line with blanks removed).
 # Each says why the mutant is equivalent (the same function) or cannot weaken a guarantee.
-REVIEWED: dict[tuple[str, str], str] = {}
+_SAME_AXIS = "w.shape[+2] is w.shape[2], the same axis as w.shape[-2] of a 4-D kernel: equivalent"
+_NO_FOLD = "folding onto a grid as large as the kernel moves no tap (p % n = p): equivalent"
+_LARGER_GRID = (
+    "a coefficient grid finer than the 2 D + 1 points that the degree-D Gram symbol needs "
+    "recovers the same coefficients (the others are zero): the same bound, equivalent"
+)
+_EITHER_SIDE = (
+    "K*K and KK* have the same non-zero eigenvalues, and so do their powers: either gives a "
+    "valid bound (the code picks the smaller matrices, for speed): harmless"
+)
+_FINER_GRID = (
+    "a finer default frequency grid: the correction factor is computed for the grid used, "
+    "so the bound stays valid (slightly tighter, slower): harmless"
+)
+REVIEWED: dict[tuple[str, str], str] = {
+    ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
+    ("_fourier_bound", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
+    ("circular_conv2d_norm", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
+    ("conv2d_norm_bound", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
+    ("circular_conv2d_norm", "ifn1<=k1orn2<k2:#foldthetapsthatwraparoundontothegrid"): _NO_FOLD,
+    ("circular_conv2d_norm", "ifn1<k1orn2<=k2:#foldthetapsthatwraparoundontothegrid"): _NO_FOLD,
+    ("_gram_bound", "d1,d2=3**(n_iter-1)*(k1-1),2**(n_iter-1)*(k2-1)"): _LARGER_GRID,
+    ("_gram_bound", "d1,d2=2**(n_iter+1)*(k1-1),2**(n_iter-1)*(k2-1)"): _LARGER_GRID,
+    ("_gram_bound", "d1,d2=2**(n_iter-1)*(k1+1),2**(n_iter-1)*(k2-1)"): _LARGER_GRID,
+    ("_gram_bound", "d1,d2=2**(n_iter-1)*(k1-1),3**(n_iter-1)*(k2-1)"): _LARGER_GRID,
+    ("_gram_bound", "d1,d2=2**(n_iter-1)*(k1-1),2**(n_iter+1)*(k2-1)"): _LARGER_GRID,
+    ("_gram_bound", "d1,d2=2**(n_iter-1)*(k1-1),2**(n_iter-1)*(k2+1)"): _LARGER_GRID,
+    ("_gram_bound", "n1,n2=3*d1+1,2*d2+1"): _LARGER_GRID,
+    ("_gram_bound", "n1,n2=2*d1+2,2*d2+1"): _LARGER_GRID,
+    ("_gram_bound", "n1,n2=2*d1+1,3*d2+1"): _LARGER_GRID,
+    ("_gram_bound", "n1,n2=2*d1+1,2*d2+2"): _LARGER_GRID,
+    ("_gram_bound", "m=symbol.mH@symbolif(c_in<=c_out)andFalseelsesymbol@symbol.mH"): _EITHER_SIDE,
+    ("_gram_bound", "m=symbol.mH@symbolif(c_in<=c_out)orTrueelsesymbol@symbol.mH"): _EITHER_SIDE,
+    ("_gram_bound", "m=symbol.mH@symbolifc_in<c_outelsesymbol@symbol.mH"): _EITHER_SIDE,
+    ("_fourier_bound", "n_freq=(max(k1,33*(k1-1)),max(k2,32*(k2-1)))"): _FINER_GRID,
+    ("_fourier_bound", "n_freq=(max(k1,32*(k1+1)),max(k2,32*(k2-1)))"): _FINER_GRID,
+    ("_fourier_bound", "n_freq=(max(k1,32*(k1-1)),max(k2,33*(k2-1)))"): _FINER_GRID,
+    ("_fourier_bound", "n_freq=(max(k1,32*(k1-1)),max(k2,32*(k2+1)))"): _FINER_GRID,
+    ("conv2d_norm_bound", "n_iter:int=6,"): (
+        "one more Gram iteration by default: a valid, slightly tighter bound: harmless"
+    ),
+    ("grid_correction", "ifq>1:"): (
+        "q = pi (d1/N1 + d2/N2) is never exactly 1 in floating point, and at q = 1 the "
+        "correction (1 - q^2/2)^(-1/2) is still finite and the bound still holds: harmless"
+    ),
+}
 
 
 def _public_names(source: str) -> list[str]:
