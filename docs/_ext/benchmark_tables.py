@@ -239,6 +239,97 @@ def _denoise_set_table(file: str, name: str | None, entry: dict, data: dict) -> 
     return lines + [""]
 
 
+def _pnp_table(file: str, data: dict) -> list[str]:
+    """A ``pnp_deblur_*.json`` record: means per method and noise level."""
+    st = data["settings"]
+    where = "full size" if st.get("full") else f"centre crop {st['size']}"
+    lines = [
+        f"``{file}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser "
+        f"(alpha {st.get('alpha', 0.5)}, acceleration {st.get('acceleration', 'off')}), "
+        f"images of ``{st['data']}`` (patterns {st['only']}, first {st['images']}, {where}), "
+        f"kernels ``{st['kernels']}``, {data['hardware']}"
+        + (f"; command ``{data['command']}``" if "command" in data else "")
+        + ".",
+        "",
+        ".. list-table:: Means over images and kernels",
+        "   :header-rows: 1",
+        "",
+        "   * - method",
+        "     - noise (/255)",
+        "     - runs",
+        "     - blurred PSNR",
+        "     - restored PSNR",
+        "     - reached residual 1e-5",
+        "     - median iterations to 1e-5",
+        "     - seconds per run",
+        "     - residual as its theorem says in every run",
+        "     - certified in every run",
+    ]
+    summaries = data.get("methods_summary", {"euler": data["summary"]})
+    guarantee = data.get("guarantee", {})
+    for method, summary in summaries.items():
+        for level, r in summary.items():
+            med = r["median_iterations_to_1e-5"]
+            lines += [
+                f"   * - {method}" + (f" ({guarantee[method]})" if method in guarantee else ""),
+                f"     - {level}",
+                f"     - {r['runs']}",
+                f"     - {r['mean_psnr_blurred']:.2f}",
+                f"     - {r['mean_psnr']:.2f}",
+                f"     - {r['reached_1e-5']}/{r['runs']}",
+                f"     - {'-' if med is None else f'{med:g}'}",
+                f"     - {r['mean_seconds']:.1f}",
+                f"     - {r['all_monotone']}",
+                f"     - {r['all_guaranteed']}",
+            ]
+    return lines + [""]
+
+
+def _repro_table(results: Path) -> list[str]:
+    """``repro_issue12.json``: the refactored package against the records made before it."""
+    path = results / "repro_issue12.json"
+    if not path.is_file():
+        return ["*No reproduction record: see* ``benchmarks/results/repro_issue12.json``."]
+    data = json.loads(path.read_text())
+    lines = [
+        data["summary"],
+        "",
+        ".. list-table:: PnP runs rerun after the refactor, against the committed records",
+        "   :header-rows: 1",
+        "",
+        "   * - configuration",
+        "     - runs",
+        "     - plain: max abs PSNR difference (dB)",
+        "     - plain: iteration differences",
+        "     - accelerated: runs",
+        "     - accelerated: mean iterations (plain)",
+        "     - accelerated: mean PSNR minus plain (dB)",
+        "     - accelerated: monotone, certified",
+    ]
+    for name, row in data["pnp"].items():
+        off, acc = row.get("off"), row.get("default")
+        if off is None:
+            continue
+        diffs = sorted(set(off["iteration_differences_vs_committed"]))
+        cells = [
+            f"   * - {name}",
+            f"     - {off['runs']}",
+            f"     - {off['max_abs_dpsnr_vs_committed']:.2g}",
+            f"     - {', '.join(str(d) for d in diffs)}",
+        ]
+        if acc is None:
+            cells += ["     - 0", "     - ", "     - ", "     - "]
+        else:
+            cells += [
+                f"     - {acc['runs']}",
+                f"     - {acc['mean_iterations']:.1f} ({acc['plain_mean_iterations']:.1f})",
+                f"     - {acc['mean_psnr_minus_plain']:+.3f}",
+                f"     - {acc['all_monotone']}, {acc['all_guaranteed']}",
+            ]
+        lines += cells
+    return lines + [""]
+
+
 def _denoiser_benchmark_tables() -> None:
     """Render benchmarks/results/denoise_*.json and pnp_deblur_*.json as reST tables."""
     here = DOCS
@@ -260,45 +351,13 @@ def _denoiser_benchmark_tables() -> None:
     lines = []
     for path in sorted(results.glob("pnp_deblur_*.json")):
         data = json.loads(path.read_text())
-        if "summary" not in data:  # an interrupted run: no summary to show
+        if not data.get("complete", True):  # an interrupted run: no summary to show
             continue
-        st = data["settings"]
-        lines += [
-            f"``{path.name}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser "
-            f"(alpha {st.get('alpha', 0.5)}), "
-            f"images of ``{st['data']}`` (patterns {st['only']}, first {st['images']}, "
-            f"centre crop {st['size']}), kernels ``{st['kernels']}``, {data['hardware']}.",
-            "",
-            ".. list-table:: Means over images and kernels",
-            "   :header-rows: 1",
-            "",
-            "   * - noise (/255)",
-            "     - runs",
-            "     - blurred PSNR",
-            "     - restored PSNR",
-            "     - reached residual 1e-5",
-            "     - median iterations to 1e-5",
-            "     - seconds per run",
-            "     - residual monotone in every run",
-            "     - certified in every run",
-        ]
-        for level, r in data["summary"].items():
-            med = r["median_iterations_to_1e-5"]
-            lines += [
-                f"   * - {level}",
-                f"     - {r['runs']}",
-                f"     - {r['mean_psnr_blurred']:.2f}",
-                f"     - {r['mean_psnr']:.2f}",
-                f"     - {r['reached_1e-5']}/{r['runs']}",
-                f"     - {'-' if med is None else f'{med:g}'}",
-                f"     - {r['mean_seconds']:.1f}",
-                f"     - {r['all_monotone']}",
-                f"     - {r['all_guaranteed']}",
-            ]
-        lines.append("")
+        lines += _pnp_table(path.name, data)
     if not lines:
         lines = ["*No results found: run* ``python benchmarks/pnp_deblur.py``."]
     (out / "benchmarks_pnp.rst").write_text("\n".join(lines) + "\n")
+    (out / "benchmarks_repro.rst").write_text("\n".join(_repro_table(results)) + "\n")
 
 
 def write_tables(app=None) -> None:
