@@ -12,6 +12,7 @@ caught. ::
     python benchmarks/planted_bugs.py --list
     python benchmarks/planted_bugs.py              # all bugs, writes results/planted_bugs.json
     python benchmarks/planted_bugs.py --only 1 4   # some of them (results not written)
+    python benchmarks/planted_bugs.py --only 1 4 --update   # rerun them, update the results
     python benchmarks/planted_bugs.py --show 4     # the patch of bug 4
     python benchmarks/planted_bugs.py --dry-run    # every patch, no tests run
 
@@ -478,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worktree", action="store_true", help="copy the working tree, not HEAD")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per bug")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: replace these bugs' entries in the result file, keep the others",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help=f"result file (default {RESULT.relative_to(ROOT)}, written only when every bug runs)",
@@ -512,17 +518,34 @@ def main(argv: list[str] | None = None) -> int:
             where = (result.get("failed") or [result.get("file", "")])[0]
             print(f"{bug.number:3d}  {bug.name:32s} {result['status']:26s} {where}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    summary = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit.stdout.strip(),
-        "source": "working tree" if args.worktree else "HEAD",
-        "command": "python benchmarks/planted_bugs.py" + (" --worktree" if args.worktree else ""),
-        "caught": sum(r["status"] == "caught" for r in results),
-        "total": len(results),
-        "bugs": results,
-    }
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    source = "working tree" if args.worktree else "HEAD"
+    for result in results:
+        result["commit"] = commit.stdout.strip()
+    if args.update and args.only:
+        out = args.out or RESULT
+        summary = json.loads(out.read_text())
+        rerun = {r["number"]: r for r in results}
+        summary["bugs"] = [rerun.pop(b["number"], b) for b in summary["bugs"]] + list(
+            rerun.values()
+        )
+        summary["bugs"].sort(key=lambda b: b["number"])
+        summary.setdefault("updates", []).append(
+            {"date": now, "commit": commit.stdout.strip(), "source": source, "bugs": args.only}
+        )
+    else:
+        out = args.out or (None if args.only else RESULT)
+        summary = {
+            "date": now,
+            "commit": commit.stdout.strip(),
+            "source": source,
+            "command": "python benchmarks/planted_bugs.py"
+            + (" --worktree" if args.worktree else ""),
+            "bugs": results,
+        }
+    summary["caught"] = sum(r["status"] == "caught" for r in summary["bugs"])
+    summary["total"] = len(summary["bugs"])
     print(f"\ncaught {summary['caught']} of {summary['total']}")
-    out = args.out or (None if args.only else RESULT)
     if out is not None:
         out.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {out}")
