@@ -64,10 +64,10 @@ def accepted_alpha(channels: int, algorithm: str) -> float:
         (0.95, 0.5)
     """
     from .models import PRETRAINED
-    from .pnp.certificate import _accepts_alpha
+    from .pnp.certificate import accepts_alpha
 
     shipped = PRETRAINED["default"][check_channels(channels)]
-    return max(a for a in shipped if _accepts_alpha(algorithm.upper(), a))
+    return max(a for a in shipped if accepts_alpha(algorithm.upper(), a))
 
 
 def _save(fig, path: Path) -> None:

@@ -7,7 +7,7 @@ and plants the bugs there, one at a time, so the working tree is never modified)
 
 It prints, for every planted bug, whether the PnP tests failed (caught) and exits 1 if a
 bug survived. (Dropping the finiteness test of a certified constant in ``_check_conditions`` is an
-equivalent mutant: ``_accepts_alpha`` refuses NaN as well, so it is not in the list.)
+equivalent mutant: ``accepts_alpha`` refuses NaN as well, so it is not in the list.)
 The pytest function below only checks that every planted edit still applies
 to the current source, so that the list cannot silently go stale.
 """

@@ -55,7 +55,7 @@ from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.certificates import certify
 from .physics_norms import POWER_SAFETY_FACTOR, operator_sqnorm
 
-__all__ = ["ALGORITHMS", "PnPCertificate", "operator_sqnorm", "pnp_certificate"]
+__all__ = ["ALGORITHMS", "PnPCertificate", "accepts_alpha", "operator_sqnorm", "pnp_certificate"]
 
 #: Algorithms with a certificate, by their ``deepinv.optim`` class name.
 ALGORITHMS = ("PGD", "HQS", "DRS", "ADMM")
@@ -161,8 +161,21 @@ def _positive(name: str, value) -> float:
     return value
 
 
-def _accepts_alpha(algorithm: str, alpha: float) -> bool:
-    """Whether the algorithm's guarantee holds with an ``alpha``-averaged denoiser."""
+def accepts_alpha(algorithm: str, alpha: float) -> bool:
+    """Whether the algorithm's guarantee holds with an ``alpha``-averaged denoiser.
+
+    PGD and HQS need :math:`\alpha < 1`; DRS and ADMM need a firmly non-expansive
+    denoiser, :math:`\alpha \le 1/2`.
+
+    :param str algorithm: ``"PGD"``, ``"HQS"``, ``"DRS"`` or ``"ADMM"``.
+    :param float alpha: the denoiser's averagedness constant.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.pnp import accepts_alpha
+        >>> accepts_alpha("PGD", 0.95), accepts_alpha("DRS", 0.95), accepts_alpha("DRS", 0.5)
+        (True, False, True)
+    """
     return alpha <= 0.5 if algorithm in ("DRS", "ADMM") else alpha < 1
 
 
@@ -281,7 +294,7 @@ def _check_conditions(
             f"number in (0, 1): its certificate is broken (non-finite weights?)"
         )
         alpha = None
-    elif not _accepts_alpha(algorithm, alpha):
+    elif not accepts_alpha(algorithm, alpha):
         need = (
             "alpha <= 1/2, so that 2D - I is non-expansive"
             if algorithm
@@ -303,7 +316,7 @@ def _check_conditions(
         )
     else:
         ok.append(f"ok: denoiser ({source}) is {alpha:.4g}-averaged (certified)")
-    accepted = alpha is not None and _accepts_alpha(algorithm, alpha)
+    accepted = alpha is not None and accepts_alpha(algorithm, alpha)
 
     lip = None if scale is None else sqnorm * scale
     needs_gradient = algorithm == "PGD" and not g_first
