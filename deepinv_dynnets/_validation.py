@@ -8,8 +8,11 @@ argument; the internals then assume clean input.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -114,3 +117,18 @@ def check_device(device: object, name: str = "device") -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} must be 'cpu' or 'cuda', got {device!r}")
     return resolved
+
+
+def check_int_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
+    """Return ``value`` (an integer or a pair of integers, each ``>= minimum``) as a pair of
+    ints, else raise a ``TypeError``/``ValueError`` naming ``name``."""
+    is_pair = isinstance(value, Sequence) and not isinstance(value, str)
+    pair = tuple(value) if is_pair else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
+    for v in pair:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an integer or a pair of integers, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])

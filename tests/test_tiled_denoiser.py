@@ -12,11 +12,10 @@ from deepinv.distributed import DistributedContext, distribute
 
 from deepinv_dynnets import EulerDenoiser, certify
 from deepinv_dynnets.lipschitz import compose_averaged
+from deepinv_dynnets.models.distributed_tiling import certify_distributed, certify_tiling
 from deepinv_dynnets.models.tiled_denoiser import (
     AlternatingTiledDenoiser,
     TiledDenoiser,
-    certify_distributed,
-    certify_tiling,
     tile_partition,
 )
 

@@ -39,7 +39,7 @@ so the tiled map has the *same* certified :math:`\alpha` and Lipschitz bound
 ``overlap > 0``) or a last tile shifted back to keep a uniform size makes two tiles read
 the same input pixels: :math:`\sum_i \|W_i(x - y)\|^2` then exceeds :math:`\|x - y\|^2`
 by up to the number of windows covering a pixel, and padding by reflection copies pixels,
-so no constant survives in general. :func:`certify_tiling` tells which of deepinv's
+so no constant survives in general. :func:`~deepinv_dynnets.models.distributed_tiling.certify_tiling` tells which of deepinv's
 tilings are exact partitions (certified) and which are not.
 
 **Seams.** A tiled denoiser sees no context across tile borders, which can leave seams.
@@ -51,10 +51,9 @@ block-diagonal map, and two consecutive Plug-and-Play steps compose two averaged
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -62,32 +61,13 @@ from deepinv.distributed.strategies import DistributedSignalStrategy
 from deepinv.models import Denoiser
 from torch import Tensor, nn
 
+from .._validation import check_int_pair
 from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.certificates import Certificate, certify
 
-__all__ = [
-    "TiledDenoiser",
-    "AlternatingTiledDenoiser",
-    "TilingCertificate",
-    "certify_tiling",
-    "certify_distributed",
-    "tile_partition",
-]
+__all__ = ["TiledDenoiser", "AlternatingTiledDenoiser", "tile_partition"]
 
 Tile = tuple[slice, slice]
-
-
-def _int_pair(value, name: str, minimum: int) -> tuple[int, int]:
-    is_pair = isinstance(value, Sequence) and not isinstance(value, str)
-    pair = tuple(value) if is_pair else (value, value)
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
-    for v in pair:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an integer or a pair of integers, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _cuts(length: int, tile: int, offset: int) -> list[slice]:
@@ -121,9 +101,9 @@ def tile_partition(
         >>> [(r.start, r.stop, c.start, c.stop) for r, c in tile_partition(5, 4, 3, (1, 0))]
         [(0, 1, 0, 3), (0, 1, 3, 4), (1, 4, 0, 3), (1, 4, 3, 4), (4, 5, 0, 3), (4, 5, 3, 4)]
     """
-    height, width = _int_pair((height, width), "image size", 1)
-    th, tw = _int_pair(tile_size, "tile_size", 1)
-    oh, ow = _int_pair(offset, "offset", 0)
+    height, width = check_int_pair((height, width), "image size", 1)
+    th, tw = check_int_pair(tile_size, "tile_size", 1)
+    oh, ow = check_int_pair(offset, "offset", 0)
     return [(r, c) for r in _cuts(height, th, oh) for c in _cuts(width, tw, ow)]
 
 
@@ -265,8 +245,8 @@ class TiledDenoiser(Denoiser):
         super().__init__()
         if not isinstance(denoiser, nn.Module):
             raise TypeError(f"denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
-        self.tile_size = _int_pair(tile_size, "tile_size", 1)
-        self.offset = _int_pair(offset, "offset", 0)
+        self.tile_size = check_int_pair(tile_size, "tile_size", 1)
+        self.offset = check_int_pair(offset, "offset", 0)
         if ctx is not None and not hasattr(ctx, "use_dist"):
             raise TypeError(
                 f"ctx must be a deepinv.distributed.DistributedContext or None, got "
@@ -308,7 +288,7 @@ class TiledDenoiser(Denoiser):
         :raises ValueError: ``"circulant"`` with an ``input_size`` smaller than a tile.
         """
         if method == "circulant" and "input_size" in kwargs:
-            size = _int_pair(kwargs["input_size"], "input_size", 1)
+            size = check_int_pair(kwargs["input_size"], "input_size", 1)
             if size[0] < self.tile_size[0] or size[1] < self.tile_size[1]:
                 raise ValueError(
                     f"input_size {size} of method='circulant' must be at least the tile size "
@@ -415,7 +395,7 @@ class AlternatingTiledDenoiser(Denoiser):
         max_batch: int | None = None,
     ):
         super().__init__()
-        th, tw = _int_pair(tile_size, "tile_size", 1)
+        th, tw = check_int_pair(tile_size, "tile_size", 1)
         if offsets is None:
             offsets = ((0, 0), (th // 2, tw // 2))
         if not isinstance(offsets, Sequence) or len(offsets) != 2:
@@ -453,198 +433,3 @@ class AlternatingTiledDenoiser(Denoiser):
         out = self.tilings[self.phase](x, sigma, **kwargs)
         self.phase = 1 - self.phase
         return out
-
-
-@dataclass
-class TilingCertificate:
-    r"""Whether a ``deepinv.distributed`` tiling keeps the denoiser's certificate.
-
-    :param bool certified: the tiles partition the image and each output tile is the
-        denoiser applied to exactly that tile: block-diagonal, the denoiser's constants hold.
-    :param str reason: why, in one line.
-    :param int n_tiles: number of tiles (windows) deepinv processes.
-    :param int overlap: the halo width requested.
-
-    :Examples:
-
-        >>> from deepinv_dynnets.models.tiled_denoiser import certify_tiling
-        >>> bool(certify_tiling((1, 1, 64, 64), patch_size=32, overlap=0))
-        True
-        >>> certify_tiling((1, 1, 64, 64), patch_size=32, overlap=8).certified
-        False
-    """
-
-    certified: bool
-    reason: str
-    n_tiles: int
-    overlap: int | tuple[int, ...]
-
-    def __bool__(self) -> bool:
-        return self.certified
-
-
-def certify_tiling(
-    img_size: Sequence[int],
-    patch_size: int | tuple[int, ...],
-    overlap: int | tuple[int, ...] = 0,
-    strategy=None,
-    tiling_dims: int | tuple[int, ...] = (-2, -1),
-) -> TilingCertificate:
-    r"""Check whether deepinv's tiling of an image is an exact partition (certified).
-
-    The tiling is probed through deepinv's own strategy (by default the ``TilingStrategy``
-    that ``deepinv.distributed.distribute(denoiser, ctx, patch_size=..., overlap=...)``
-    builds): it is applied to an image holding each pixel's index. It is certified when the
-    windows fed to the denoiser are pairwise disjoint, read no padding, and each writes
-    back exactly its own pixels; the processed map is then
-    :math:`\sum_i P_i^\top D(P_i x)`, with the denoiser's constants (module docstring).
-    Otherwise some pixel is read by two windows (a halo, ``overlap > 0``; or deepinv's
-    last tile moved back to keep a uniform size when ``patch_size`` does not divide the
-    image) or read from padding, and no constant is certified. In practice: deepinv's
-    tiling is certified exactly when ``overlap == 0`` and ``patch_size`` divides the
-    tiled sides; :class:`TiledDenoiser` is certified for every size.
-
-    :param Sequence[int] img_size: the image shape ``(B, C, H, W)``.
-    :param int | tuple patch_size: deepinv's ``patch_size``.
-    :param int | tuple overlap: deepinv's ``overlap`` (halo), non-negative.
-    :param strategy: a deepinv ``DistributedSignalStrategy`` for ``(1, 1, H, W)`` images
-        to probe instead of the default one (``patch_size`` and ``overlap`` then only
-        label the result).
-    :param int | tuple tiling_dims: deepinv's ``tiling_dims``: spatial dimensions only
-        (a tile of some channels is no image for the denoiser).
-    :return: a :class:`TilingCertificate`.
-    :raises ValueError: ``img_size`` not 4 positive integers, or deepinv refusing the
-        tiling (e.g. a patch larger than the image).
-
-    :Examples:
-
-        >>> from deepinv_dynnets.models.tiled_denoiser import certify_tiling
-        >>> print(certify_tiling((1, 1, 48, 40), patch_size=16).reason)  # doctest: +ELLIPSIS
-        not certified: ... read by 2 windows ...
-    """
-    if isinstance(img_size, Tensor) or not isinstance(img_size, Sequence) or len(img_size) != 4:
-        raise ValueError(f"img_size must be (B, C, H, W), got {img_size!r}")
-    _int_pair(tuple(img_size[:2]), "img_size", 1)
-    height, width = _int_pair(tuple(img_size[2:]), "img_size", 1)
-    if strategy is None:
-        from deepinv.distributed.strategies import create_strategy
-
-        for v in overlap if isinstance(overlap, Sequence) else (overlap,):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"overlap must be non-negative integer(s), got {overlap!r}")
-        dims = (tiling_dims,) if isinstance(tiling_dims, numbers.Integral) else tiling_dims
-        if not isinstance(dims, Sequence) or not dims or any(d not in (-2, -1, 2, 3) for d in dims):
-            raise ValueError(f"tiling_dims must be spatial (-2, -1, 2 or 3), got {tiling_dims!r}")
-        strategy = create_strategy(
-            (1, 1, height, width), tiling_dims=tuple(dims), patch_size=patch_size, overlap=overlap
-        )
-    n = strategy.get_num_patches()
-    # Pixel indices + 1 in float64 (exact below 2**53): 0 marks zero padding.
-    index = torch.arange(1, height * width + 1, dtype=torch.float64).reshape(1, 1, height, width)
-    windows = strategy.get_local_patches(index, list(range(n)))
-    owner = torch.full((height * width,), -1, dtype=torch.long)
-    for i, window in windows:
-        read = window.reshape(-1)
-        if bool((read == 0).any()) or read.unique().numel() != read.numel():
-            return TilingCertificate(
-                False, f"not certified: window {i} reads padding (overlap {overlap})", n, overlap
-            )
-        pixels = read.long() - 1
-        if bool((owner[pixels] >= 0).any()):
-            j = int(owner[pixels][owner[pixels] >= 0][0])
-            return TilingCertificate(
-                False,
-                f"not certified: pixels read by 2 windows ({j} and {i}; overlap {overlap}, "
-                f"patch_size {patch_size} for a {height}x{width} image): not block-diagonal",
-                n,
-                overlap,
-            )
-        owner[pixels] = i
-    if bool((owner < 0).any()):
-        return TilingCertificate(
-            False, "not certified: some pixel is read by no window", n, overlap
-        )
-    # Each window must write back exactly the pixels it read, in place. Windows are disjoint,
-    # so a value can only be right where its reader put it; a window writing elsewhere is
-    # the last writer there in one of the two orders, and leaves a wrong value.
-    for order in (windows, windows[::-1]):
-        written = torch.zeros_like(index)
-        strategy.reduce_patches(written, order)
-        if not torch.equal(written, index):
-            return TilingCertificate(
-                False,
-                "not certified: some window does not write back exactly its pixels",
-                n,
-                overlap,
-            )
-    return TilingCertificate(
-        True,
-        f"certified: {n} disjoint windows partition the {height}x{width} image (block-diagonal)",
-        n,
-        overlap,
-    )
-
-
-def certify_distributed(
-    module: nn.Module, img_size: Sequence[int], method: str = "fourier", **kwargs
-) -> Certificate:
-    r"""Certificate of a denoiser distributed by deepinv, for images of one size.
-
-    For the ``DistributedProcessing`` that ``deepinv.distributed.distribute(denoiser, ctx,
-    patch_size=..., overlap=..., tiling_dims=...)`` returns: when its tiling of
-    ``img_size`` is an exact partition (:func:`certify_tiling`, e.g. ``overlap=0`` and a
-    ``patch_size`` dividing the image), the map is block-diagonal and the certificate is
-    :func:`~deepinv_dynnets.certify` of the denoiser; otherwise nothing is certified
-    (``lipschitz = inf``, ``alpha = None``) and ``reason`` says why. The tiling depends on
-    the image size, so the certificate does too.
-
-    :param torch.nn.Module module: a ``deepinv.distributed`` ``DistributedProcessing``.
-    :param Sequence[int] img_size: ``(B, C, H, W)`` of the images it will process.
-    :param str method: passed to :func:`~deepinv_dynnets.certify`.
-    :param kwargs: passed to :func:`~deepinv_dynnets.certify`.
-    :return: a :class:`~deepinv_dynnets.lipschitz.Certificate`.
-    :raises TypeError: ``module`` is not a ``DistributedProcessing``.
-
-    :Examples:
-
-        >>> import torch
-        >>> from deepinv.distributed import DistributedContext, distribute
-        >>> from deepinv_dynnets import EulerDenoiser
-        >>> from deepinv_dynnets.models.tiled_denoiser import certify_distributed
-        >>> model = EulerDenoiser(width=4, hidden=4, n_blocks=2)
-        >>> with DistributedContext(device_mode="cpu") as ctx:
-        ...     exact = distribute(model, ctx, patch_size=16, overlap=0, tiling_dims=(-2, -1))
-        ...     halo = distribute(model, ctx, patch_size=16, overlap=4, tiling_dims=(-2, -1))
-        >>> certify_distributed(exact, (1, 1, 64, 48)).alpha <= 0.5
-        True
-        >>> print(certify_distributed(halo, (1, 1, 64, 48)).reason)
-        not certified: window 0 reads padding (overlap 4)
-    """
-    from deepinv.distributed.framework import DistributedProcessing
-
-    if not isinstance(module, DistributedProcessing):
-        raise TypeError(
-            f"module must be a deepinv.distributed DistributedProcessing, got "
-            f"{type(module).__name__}"
-        )
-    options = dict(module.strategy_kwargs)
-    tiling = certify_tiling(
-        img_size,
-        options.get("patch_size"),
-        options.get("overlap", 0),
-        strategy=module.strategy,
-        tiling_dims=options.get("tiling_dims") or (-2, -1),
-    )
-    if not tiling.certified:
-        return Certificate(lipschitz=math.inf, alpha=None, reason=tiling.reason)
-    if not isinstance(module.processor, nn.Module):
-        return Certificate(
-            lipschitz=math.inf,
-            alpha=None,
-            reason=f"not certified: the processor is a {type(module.processor).__name__}, "
-            f"not a module",
-        )
-    base = certify(module.processor, method, **kwargs)
-    return replace(
-        base, reason=f"deepinv tiling, {tiling.reason}; {base.reason or 'denoiser certified'}"
-    )
