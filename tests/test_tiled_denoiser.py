@@ -368,3 +368,22 @@ def test_two_gloo_processes_give_the_certified_block_diagonal_map(tmp_path):
     res = ((x - tx0) - (y - ty0)).flatten(1).pow(2).sum(1)
     lhs = (tx0 - ty0).flatten(1).pow(2).sum(1)
     assert bool((lhs <= d2 - (1 - alpha) / alpha * res + 1e-10 * d2).all())
+
+
+def test_pnp_certificate_certifies_only_a_partitioning_deepinv_tiling():
+    # convergent_pnp's certificate says which deepinv.distributed tiling it certifies:
+    # an exact partition keeps the Euler denoiser's constant, a halo is refused with why.
+    from deepinv_dynnets import convergent_pnp
+
+    model = EulerDenoiser(width=4, hidden=4, n_blocks=2)
+    physics = dinv.physics.BlurFFT(
+        (1, 32, 32), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
+    )
+    with DistributedContext(device_mode="cpu") as ctx:
+        exact = distribute(model, ctx, patch_size=16, overlap=0, tiling_dims=(-2, -1))
+        halo = distribute(model, ctx, patch_size=16, overlap=4, tiling_dims=(-2, -1))
+        _, certified = convergent_pnp(physics, exact)
+        _, refused = convergent_pnp(physics, halo)
+    assert certified.guaranteed
+    assert not refused.guaranteed
+    assert "deepinv.distributed tiling" in str(refused) and "overlap 4" in str(refused)

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import deepinv as dinv
 import torch
+from deepinv.distributed.framework import DistributedProcessing
 from torch import nn
 
 from ..lipschitz.averagedness import compose_averaged
@@ -165,7 +166,7 @@ def accepts_alpha(algorithm: str, alpha: float) -> bool:
     """Whether the algorithm's guarantee holds with an ``alpha``-averaged denoiser.
 
     PGD and HQS need :math:`\alpha < 1`; DRS and ADMM need a firmly non-expansive
-    denoiser, :math:`\alpha \le 1/2`.
+    denoiser, :math:`\alpha \\le 1/2`.
 
     :param str algorithm: ``"PGD"``, ``"HQS"``, ``"DRS"`` or ``"ADMM"``.
     :param float alpha: the denoiser's averagedness constant.
@@ -179,7 +180,9 @@ def accepts_alpha(algorithm: str, alpha: float) -> bool:
     return alpha <= 0.5 if algorithm in ("DRS", "ADMM") else alpha < 1
 
 
-def _denoiser_alpha(denoiser: nn.Module | float | None) -> tuple[float | None, str]:
+def _denoiser_alpha(
+    denoiser: nn.Module | float | None, img_size: tuple[int, ...] | None = None
+) -> tuple[float | None, str]:
     if denoiser is None:
         return None, "uncertified"
     if isinstance(denoiser, bool) or not isinstance(denoiser, nn.Module | numbers.Real):
@@ -195,6 +198,15 @@ def _denoiser_alpha(denoiser: nn.Module | float | None) -> tuple[float | None, s
             )
         return alpha, "given"
     inner = denoiser.denoiser if isinstance(denoiser, dinv.optim.PnP) else denoiser
+    if isinstance(inner, DistributedProcessing):
+        # deepinv's tiles keep the constant only if they partition the image, which depends
+        # on the image size: certify that tiling, or say why not.
+        if img_size is None:
+            return None, "a deepinv.distributed denoiser, for an unknown image size: pass img_size"
+        from ..models.distributed_tiling import certify_distributed
+
+        cert = certify_distributed(inner, (1, *tuple(img_size)))
+        return cert.alpha, f"deepinv.distributed tiling, {cert.reason}"
     cert = certify(inner)
     return cert.alpha, type(inner).__name__
 
@@ -221,7 +233,8 @@ def pnp_certificate(
         ``deepinv.optim.L2()`` (:math:`s = 1`).
     :param float beta: the solver's relaxation parameter.
     :param bool g_first: PGD with the denoiser first.
-    :param tuple | None img_size: image size, if :func:`operator_sqnorm` needs it.
+    :param tuple | None img_size: image size ``(C, H, W)``, if :func:`operator_sqnorm` needs
+        it or the denoiser is tiled by ``deepinv.distributed`` (its certificate depends on it).
     :return: a :class:`PnPCertificate`.
     :raises ValueError: unknown algorithm, a non-linear physics, a stepsize or ``beta`` that
         is not a finite positive number.
@@ -246,7 +259,7 @@ def pnp_certificate(
         _denoiser_alpha(denoiser)  # a number or None: checked before any work
     norm = operator_sqnorm(physics, img_size)
     return _check_conditions(
-        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
+        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size
     )
 
 
@@ -273,7 +286,7 @@ def fidelity_scale(data_fidelity: dinv.optim.DataFidelity | None) -> float | Non
 
 
 def _check_conditions(
-    physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
+    physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size=None
 ) -> PnPCertificate:
     # pnp_certificate once its arguments are checked and ||A||^2 is known (norm is
     # operator_sqnorm's (value, method)), so that convergent_pnp computes the norm only once.
@@ -282,7 +295,7 @@ def _check_conditions(
     scale = fidelity_scale(data_fidelity)
     fidelity_name = "L2" if data_fidelity is None else type(data_fidelity).__name__
     ok, fails, notes = [], [], []
-    alpha, source = _denoiser_alpha(denoiser)
+    alpha, source = _denoiser_alpha(denoiser, img_size or getattr(physics, "img_size", None))
     if alpha is None:
         fails.append(
             f"FAILS: the denoiser ({source}) has no certified averagedness constant: use a "

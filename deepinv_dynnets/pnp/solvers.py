@@ -298,7 +298,7 @@ def convergent_pnp(
     if relaxation != 1:
         denoiser = RelaxedDenoiser(denoiser, relaxation)
     certificate = _check_conditions(
-        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm
+        physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size
     )
     options = dict(
         prior=dinv.optim.PnP(denoiser),
