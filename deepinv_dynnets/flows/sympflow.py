@@ -350,7 +350,7 @@ class SympFlow(NeuralFlow):
         try:
             state, card = load_weights(path, kind="sympflow", map_location=map_location)
         except ValueError as err:
-            raise ValueError(f"{path} is not a readable SympFlow weights file: {err}") from err
+            raise ValueError(f"not a SympFlow weights file: {err}") from err
         config = card.get("config")
         if not isinstance(config, dict):
             raise ValueError(f"{path} has no SympFlow config in its model card")
