@@ -22,9 +22,11 @@ import pytest
 import torch
 import torch.distributed as dist
 from PIL import Image
+from torch import Tensor
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.cli import main
+from deepinv_dynnets.dynamics import AveragedEulerStep
 from deepinv_dynnets.models import EulerDenoiser
 from deepinv_dynnets.systems import HarmonicOscillator
 from deepinv_dynnets.training import train_denoiser, train_unsupervised
@@ -97,6 +99,20 @@ def _interrupt_after(model: torch.nn.Module, n_calls: int) -> None:
     model.forward = failing_forward
 
 
+def _record_step_bounds(model: torch.nn.Module) -> list[Tensor]:
+    """The step bounds nu_i each training forward used (a block stores the nu it used)."""
+    used = []
+
+    def hook(block, args, output):
+        if block.training:
+            used.append(block.nu.clone())
+
+    for block in model.modules():
+        if isinstance(block, AveragedEulerStep):
+            block.register_forward_hook(hook)
+    return used
+
+
 def _flow(dtype=torch.float64) -> SympFlow:
     torch.manual_seed(0)
     return SympFlow(2, n_layers=1, width=4).to(dtype)
@@ -132,12 +148,13 @@ def _worker(rank: int, ports: list[int], folders: dict) -> None:
         # a denoiser run killed in epoch 3 (after 2 checkpointed epochs): its state
         model = _tiny_euler()
         _interrupt_after(model, 7)  # 3 steps per epoch: the 2nd step of epoch 3
+        used = _record_step_bounds(model)
         try:
             train_denoiser(model, train, val, epochs=3, checkpoint=f"{tmp}/denoiser.pt", **DENOISER)
         except _Interrupted:
             pass
         buffers = {k: v.clone() for k, v in model.named_buffers()}
-        torch.save((model.state_dict(), buffers), f"{tmp}/denoiser_rank{rank}.pt")
+        torch.save((model.state_dict(), buffers, used), f"{tmp}/denoiser_rank{rank}.pt")
         # a flow run resumed on two processes from a one-process checkpoint
         flow = _flow()
         record = train_unsupervised(
@@ -193,6 +210,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     # -- the denoiser (float64): two processes = one on the same global batches ----------
     single = _tiny_euler()
     _interrupt_after(single, 7)
+    used = _record_step_bounds(single)
     with pytest.raises(_Interrupted):
         train_denoiser(single, train, val, epochs=3, checkpoint=tmp_path / "one.pt", **DENOISER)
     two = torch.load(tmp_path / "denoiser.pt", weights_only=True)
@@ -204,11 +222,16 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-12)
         for level, value in b["val_psnr"].items():  # validation shared by the processes
             assert a["val_psnr"][level] == pytest.approx(value, rel=1e-12)
-    # The step bounds nu and the power-iteration vectors: the same on both processes
-    # (rank 0's, broadcast at every forward) and those of one process, at the same step.
-    (weights0, buffers0), (weights1, buffers1) = (
+    # The step bounds nu that every training forward used: the same on both processes
+    # (rank 0's vectors, broadcast at every forward, and the same calls on both, validation
+    # included) and those of one process; the same for the final buffers.
+    (weights0, buffers0, used0), (weights1, buffers1, used1) = (
         torch.load(tmp_path / f"denoiser_rank{r}.pt", weights_only=True) for r in range(WORLD)
     )
+    assert len(used0) == len(used1) == len(used) == 7 * 2  # 7 steps, 2 blocks
+    for nu0, nu1, nu in zip(used0, used1, used, strict=True):
+        assert torch.equal(nu0, nu1)
+        torch.testing.assert_close(nu0, nu, rtol=1e-10, atol=0)
     for name, value in buffers0.items():
         assert torch.equal(value, buffers1[name]), name
         torch.testing.assert_close(value, dict(single.named_buffers())[name], rtol=1e-10, atol=0)
