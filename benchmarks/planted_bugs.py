@@ -323,6 +323,25 @@ BUGS = [
         ["resume"],
     ),
 ]
+BUGS += [
+    Bug(
+        "tiles-overlap",
+        "the tiles of TiledDenoiser overlap by one pixel: no partition, the map is not the "
+        "block-diagonal one whose constants are certified",
+        "tiling (models/tiled_denoiser.py)",
+        ["models/tiled_denoiser.py", "models/*.py", "**/*.py"],
+        [[(r"\bslice\(a, b\)(?= for a, b in zip)", "slice(max(a - 1, 0), b)")]],
+        ["TiledDenoiser", "tile_partition"],
+    ),
+    Bug(
+        "certify-tiling-misses-shared-pixels",
+        "certify_tiling does not check whether two windows write the same pixel",
+        "tiling (models/distributed_tiling.py)",
+        ["models/distributed_tiling.py", "models/*.py", "**/*.py"],
+        [[(r"\bif bool\(\(owner\[pixels\] >= 0\)\.any\(\)\):", "if False:")]],
+        ["certify_tiling", "certify_distributed"],
+    ),
+]
 for _number, _bug in enumerate(BUGS, start=1):
     _bug.number = _number
 
