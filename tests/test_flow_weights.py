@@ -63,7 +63,9 @@ def test_bad_files_and_names_are_refused(tmp_path):
         SympFlow.from_pretrained("no-such-flow")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not weights at all")
-    with pytest.raises(ValueError, match="not a SympFlow weights file: .*bad.pt is not a readable weights file"):
+    with pytest.raises(
+        ValueError, match="not a SympFlow weights file: .*bad.pt is not a readable weights file"
+    ):
         SympFlow.from_pretrained(bad)
     with pytest.raises(ValueError, match="must end in .pt"):
         SympFlow(2, n_layers=1, width=4).save(tmp_path / "f.pth")
