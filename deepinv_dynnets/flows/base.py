@@ -383,7 +383,7 @@ class NeuralFlow(nn.Module, ABC):
     def _powers(self, x: Tensor, marks: Tensor, bar: tqdm | None) -> Tensor:
         r"""``out[g]`` :math:`= \mathcal N(\Delta t)^{k_g} x` for integer powers ``marks[g]``:
         shape ``(G,)``, monotone, or ``(G, *x.shape[:-1])``, one sequence per state."""
-        outs, current = [], torch.zeros(marks.shape[1:], dtype=torch.long)
+        outs, current = [], marks.new_zeros(marks.shape[1:])
         for mark in marks:
             if mark.dim() == 0:
                 x = self._power(x, int(mark - current), bar)
