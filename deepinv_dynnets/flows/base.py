@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .._validation import check_monotone_grid
 from .symplectic import check_phase_space
 
-__all__ = ["NeuralFlow", "check_time_grid", "PROGRESS_MIN_STEPS"]
+__all__ = ["NeuralFlow", "check_time_grid", "check_sample_time_grids", "PROGRESS_MIN_STEPS"]
 
 #: Rollouts of at least this many compositions of :math:`\mathcal N(\Delta t)` show a
 #: tqdm progress bar (with its time estimate) unless ``progress=False``.
@@ -55,7 +55,21 @@ def _check_like(t: Tensor, y0: Tensor) -> None:
 
 def check_sample_time_grids(t: Tensor, y0: Tensor) -> None:
     """Validate per-sample time grids: ``t`` of shape ``(T, *y0.shape[:-1])``, each column
-    ``t[:, b]`` finite and strictly monotone (``ValueError`` naming ``t``)."""
+    ``t[:, b]`` finite and strictly monotone (``ValueError`` naming ``t``).
+
+    :param torch.Tensor t: the grids, ``y0``'s dtype and device.
+    :param torch.Tensor y0: the initial states, shape ``(*batch, 2n)``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.flows.base import check_sample_time_grids
+        >>> check_sample_time_grids(torch.tensor([[0.0, 5.0], [1.0, 4.0]]), torch.zeros(2, 2))
+        >>> check_sample_time_grids(torch.tensor([[0.0, 5.0], [1.0, 5.0]]), torch.zeros(2, 2))
+        Traceback (most recent call last):
+        ...
+        ValueError: each grid t[:, b] must be strictly increasing or strictly decreasing
+    """
     if t.dim() < 2 or tuple(t.shape[1:]) != tuple(y0.shape[:-1]):
         raise ValueError(
             f"t must be a 1-D grid, or one grid per initial state of shape "
@@ -295,6 +309,16 @@ class NeuralFlow(nn.Module, ABC):
         :param torch.Tensor x: states, shape ``(..., 2n)``.
         :param t0: the time to go back to.
         :param progress: as in :meth:`map`.
+
+        :Examples:
+
+            >>> import torch
+            >>> from deepinv_dynnets import SympFlow
+            >>> flow = SympFlow(dim=2, n_layers=2, width=4).double()
+            >>> x = torch.randn(3, 2, dtype=torch.float64)
+            >>> y = flow.map(3.5, x, t0=0.2)
+            >>> bool(torch.allclose(flow.inverse_map(3.5, y, t0=0.2), x))
+            True
         """
         self._check_state(x, "x")
         _check_time_value(t, "t")
