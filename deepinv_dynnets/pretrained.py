@@ -32,6 +32,7 @@ __all__ = [
     "WEIGHTS_FORMAT",
     "WEIGHTS_FORMAT_VERSION",
     "KINDS",
+    "CARD_FORMAT_KEYS",
     "SHIPPED",
     "save_weights",
     "load_weights",
@@ -74,8 +75,9 @@ SHIPPED: dict[str, dict[str, str | dict[tuple, str]]] = {
     "pinn": {},
 }
 
-# Card keys written by save_weights; a model's own card entries may not reuse them.
-_RESERVED = ("format", "format_version", "kind", "config", "weights_file", "weights_sha256")
+#: Card keys written by :func:`save_weights` itself; a model's own card entries may not
+#: reuse them (the rest of a card is the model's metadata).
+CARD_FORMAT_KEYS = ("format", "format_version", "kind", "config", "weights_file", "weights_sha256")
 # Tags of the single-file formats that came before this one (format version 0).
 _LEGACY_TAGS = {
     "euler_denoiser": ("format", "deepinv_dynnets.EulerDenoiser"),
@@ -153,7 +155,7 @@ def save_weights(
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"path must end in .pt (the card goes beside it), got {str(path)!r}")
-    clash = sorted(set(card) & set(_RESERVED))
+    clash = sorted(set(card) & set(CARD_FORMAT_KEYS))
     if clash:
         raise ValueError(f"card entries {clash} are reserved for the format")
     if config is not None and not isinstance(config, Mapping):
