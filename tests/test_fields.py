@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from deepinv_dynnets.dynamics import (
+    ACTIVATIONS,
     GradientField,
     MLPField,
     ShearField,
     SpherePreservingField,
     activation_from_name,
+    get_activation,
 )
 
 
@@ -78,3 +80,26 @@ def test_bad_construction_arguments():
         GradientField(4, activation="gelu")
     with pytest.raises(ValueError, match="part"):
         ShearField(4, part="third")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_table_entries_agree_with_autograd(name):
+    act = get_activation(name)
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64).requires_grad_()
+    z = z[z.detach() != 0].detach().requires_grad_()  # ReLU-type kinks at 0
+    (d1,) = torch.autograd.grad(act.fn(z).sum(), z, create_graph=True)
+    if act.derivative is not None:
+        torch.testing.assert_close(act.derivative(z), d1)
+    if act.second_derivative is not None:
+        (d2,) = torch.autograd.grad(d1.sum(), z)
+        torch.testing.assert_close(act.second_derivative(z), d2)
+    if act.antiderivative is not None:
+        (g,) = torch.autograd.grad(act.antiderivative(z).sum(), z)
+        torch.testing.assert_close(g, act.fn(z))
+    if act.inplace is not None:
+        fresh = z.detach().clone()
+        torch.testing.assert_close(act.inplace(fresh), act.fn(z.detach()))
+    if act.unit_slope:  # monotone, slopes in [0, 1]: what an averaged step needs
+        assert bool((d1 >= 0).all()) and bool((d1 <= 1).all())
+    with pytest.raises(ValueError, match="activation must be one of"):
+        get_activation(name + "_x")

@@ -4,7 +4,8 @@ A layer asks the table for the function :math:`s` and, depending on its structur
 
 - an **antiderivative** :math:`\gamma` with :math:`\gamma' = s` (gradient fields have the
   potential :math:`\sum_j c_j\gamma(a_j^\top x + b_j)`),
-- the **derivative** :math:`s'` (closed-form Jacobians),
+- the **derivatives** :math:`s'` and :math:`s''` (closed-form Jacobians and their
+  tangents, as in the SympFlow potentials),
 - whether :math:`s` is **monotone with slope in** :math:`[0, 1]` (the condition under which
   the Euler layer :math:`x - hA^\top s(Ax + b)` is averaged, see
   :func:`~deepinv_dynnets.lipschitz.certify`),
@@ -33,6 +34,7 @@ class Activation:
     :param str name: the table's key.
     :param Callable fn: :math:`z \mapsto s(z)`.
     :param Callable | None derivative: :math:`z \mapsto s'(z)`, or ``None``.
+    :param Callable | None second_derivative: :math:`z \mapsto s''(z)`, or ``None``.
     :param Callable | None antiderivative: :math:`\gamma` with :math:`\gamma' = s`, or ``None``.
     :param Callable | None inplace: a variant that overwrites its argument, or ``None``.
     :param bool unit_slope: :math:`s` is monotone with every slope in :math:`[0, 1]` (for
@@ -50,6 +52,7 @@ class Activation:
     name: str
     fn: Callable[..., Tensor]
     derivative: Callable[..., Tensor] | None = None
+    second_derivative: Callable[..., Tensor] | None = None
     antiderivative: Callable[..., Tensor] | None = None
     inplace: Callable[..., Tensor] | None = None
     unit_slope: bool = False
@@ -59,6 +62,11 @@ def _logcosh(z: Tensor) -> Tensor:
     # log(cosh z) = |z| + log(1 + exp(-2|z|)) - log 2, stable for large |z|.
     a = z.abs()
     return a + F.softplus(-2 * a) - torch.log(torch.tensor(2.0, dtype=z.dtype, device=z.device))
+
+
+def _sigmoid_second(z: Tensor) -> Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 - s) * (1 - 2 * s)
 
 
 def _leaky_derivative(z: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -77,12 +85,14 @@ ACTIVATIONS: dict[str, Activation] = {
             "tanh",
             torch.tanh,
             derivative=lambda z: 1 - torch.tanh(z) ** 2,
+            second_derivative=lambda z: -2 * torch.tanh(z) * (1 - torch.tanh(z) ** 2),
             antiderivative=_logcosh,
         ),
         Activation(
             "sigmoid",
             torch.sigmoid,
             derivative=lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+            second_derivative=_sigmoid_second,
             antiderivative=F.softplus,
             unit_slope=True,  # slope in (0, 1/4]
         ),
@@ -102,7 +112,20 @@ ACTIVATIONS: dict[str, Activation] = {
             inplace=F.leaky_relu_,
             unit_slope=True,
         ),
-        Activation("softplus", F.softplus, derivative=torch.sigmoid, unit_slope=True),
+        Activation(
+            "softplus",
+            F.softplus,
+            derivative=torch.sigmoid,
+            second_derivative=lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+            unit_slope=True,
+        ),
+        Activation(
+            "sin",
+            torch.sin,
+            derivative=torch.cos,
+            second_derivative=lambda z: -torch.sin(z),
+            antiderivative=lambda z: 1 - torch.cos(z),
+        ),
         Activation("elu", F.elu),
         Activation("gelu", F.gelu),
     )
@@ -130,7 +153,7 @@ def activation_from_name(name: str) -> Callable[..., Tensor]:
     """Return the activation function called ``name``.
 
     :param str name: one of ``tanh``, ``sigmoid``, ``relu``, ``leaky_relu``, ``softplus``,
-        ``elu``, ``gelu``.
+        ``sin``, ``elu``, ``gelu``.
 
     :Examples:
 
