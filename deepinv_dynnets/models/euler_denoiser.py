@@ -11,6 +11,7 @@ import torch
 from deepinv.models import Denoiser
 from torch import Tensor
 
+from .._validation import check_positive_int
 from ..dynamics.averaged_step import AVERAGING_ACTIVATIONS, AveragedEulerStep
 from ..dynamics.network import FlowNetwork, Truncation, ZeroPadLift
 from ..lipschitz.averagedness import compose_averaged
@@ -48,12 +49,6 @@ def _block_alpha(alpha: float, n_blocks: int) -> float:
         else:
             hi = mid
     return lo
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _real(value, name: str) -> float:
@@ -169,12 +164,12 @@ class EulerDenoiser(Denoiser):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        width = _positive_int(width, "width")
-        hidden = _positive_int(hidden, "hidden")
-        n_blocks = _positive_int(n_blocks, "n_blocks")
-        n_power_iter = _positive_int(n_power_iter, "n_power_iter")
-        kernel_size = _positive_int(kernel_size, "kernel_size")
+        in_channels = check_positive_int(in_channels, "in_channels")
+        width = check_positive_int(width, "width")
+        hidden = check_positive_int(hidden, "hidden")
+        n_blocks = check_positive_int(n_blocks, "n_blocks")
+        n_power_iter = check_positive_int(n_power_iter, "n_power_iter")
+        kernel_size = check_positive_int(kernel_size, "kernel_size")
         if width < in_channels:
             raise ValueError(f"width must be >= in_channels, got {width} < {in_channels}")
         if kernel_size % 2 == 0:
@@ -194,7 +189,7 @@ class EulerDenoiser(Denoiser):
             raise ValueError(f"safety must be a finite number >= 1, got {safety!r}")
         step_init = _real(step_init, "step_init")
         if power_grid is not None:
-            power_grid = _positive_int(power_grid, "power_grid")
+            power_grid = check_positive_int(power_grid, "power_grid")
             grid_correction(kernel_size, power_grid)  # raises if too coarse
         self.config = {
             "in_channels": in_channels,
