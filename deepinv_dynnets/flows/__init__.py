@@ -1,6 +1,7 @@
 """Symplectic flows and Hamiltonian systems, with a torchdiffeq-shaped interface."""
 
 from .base import NeuralFlow
+from .hnn import HNN, HamiltonianNeuralNetwork
 from .pinn import PINNFlow
 from .potentials import MLPPotential
 from .sympflow import SympFlow, SympFlowVectorField
@@ -10,6 +11,8 @@ __all__ = [
     "SympFlow",
     "SympFlowVectorField",
     "PINNFlow",
+    "HNN",
+    "HamiltonianNeuralNetwork",
     "NeuralFlow",
     "MLPPotential",
     "apply_J",

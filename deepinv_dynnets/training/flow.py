@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_finite, check_positive, check_positive_int
 from ..flows.base import NeuralFlow
+from ..flows.hnn import HamiltonianNeuralNetwork
 from ..flows.sympflow import SympFlow
 from ..flows.symplectic import check_phase_space
 from ..flows.systems import HamiltonianSystem
@@ -40,6 +41,8 @@ __all__ = [
     "trajectory_data",
     "train_unsupervised",
     "train_supervised",
+    "hnn_loss",
+    "train_hnn",
     "refine_lbfgs",
 ]
 
@@ -86,10 +89,16 @@ def hamiltonian_matching_loss(
 
 
 def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tensor:
-    r"""Mean squared error :math:`\|\mathcal N(t_m, x_0) - y_m\|^2` over segments.
+    r"""Mean squared error :math:`\|\psi(t_m, x_0) - y_m\|^2` over trajectories.
 
-    :param torch.Tensor x0: initial states, shape ``(N, 2n)``.
-    :param torch.Tensor t: times, shape ``(N, M)``, in :math:`[0, \Delta t]`.
+    Each trajectory has its own times (row ``t[i]``, irregular). Times in
+    :math:`[0, \Delta t]` use the network :math:`\mathcal N(t_m, x_0)` directly; later ones
+    the long-time flow :math:`\psi(t_m) = \mathcal N(r_m)\circ\mathcal N(\Delta t)^{k_m}`
+    (:math:`t_m = k_m\Delta t + r_m`), through which the gradient flows. The arguments are
+    not checked (see :func:`train_supervised`).
+
+    :param torch.Tensor x0: initial states at time 0, shape ``(N, 2n)``.
+    :param torch.Tensor t: times, shape ``(N, M)``, each row non-decreasing, :math:`\ge 0`.
     :param torch.Tensor y: observed states, shape ``(N, M, 2n)``.
 
     :Examples:
@@ -102,8 +111,52 @@ def supervised_loss(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> Tenso
         >>> float(supervised_loss(flow, x0, t, x0.unsqueeze(1)))  # N(0, x0) = x0
         0.0
     """
-    pred = flow.network(t, x0.unsqueeze(1).expand_as(y))
-    return ((pred - y) ** 2).sum(-1).mean()
+    return ((_predict(flow, x0, t) - y) ** 2).sum(-1).mean()
+
+
+def _predict(flow: NeuralFlow, x0: Tensor, t: Tensor) -> Tensor:
+    r""":math:`\psi(t_{im}, x_{0,i})`, shape ``(N, M, 2n)``, for rows of times ``t`` (N, M)."""
+    if float(t.max()) <= flow.dt:  # one window: the network itself, no composition
+        return flow.network(t, x0.unsqueeze(1).expand(*t.shape, x0.shape[-1]))
+    with torch.no_grad():  # k = floor(t / dt) and r = t - k dt in float64, as the flows do
+        k = torch.floor(t.double() / flow.dt)
+        r = (t.double() - k * flow.dt).to(t.dtype)
+    states = flow._powers(x0, k.long().T, None)  # (M, N, 2n): N(dt)^k x0, each row in turn
+    return flow.network(r, states.transpose(0, 1))
+
+
+def _check_trajectories(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> None:
+    """Shapes, finiteness, and times that do not decrease along each trajectory."""
+    check_phase_space(x0, "x0", flow.dim)
+    check_phase_space(y, "y", flow.dim)
+    if not isinstance(t, Tensor) or not torch.is_floating_point(t):
+        raise ValueError(f"t must be a floating-point torch.Tensor, got {type(t).__name__}")
+    check_finite(t, "t")
+    if x0.dim() != 2 or y.shape[:1] != x0.shape[:1] or t.shape != y.shape[:2]:
+        raise ValueError(
+            f"expected x0 (N, 2n), t (N, M), y (N, M, 2n); got {tuple(x0.shape)}, "
+            f"{tuple(t.shape)}, {tuple(y.shape)}"
+        )
+    if t.shape[1] > 1 and bool((t.diff(dim=1) < 0).any()):
+        rows = (t.diff(dim=1) < 0).any(1).nonzero().squeeze(1)[:5].tolist()
+        raise ValueError(
+            f"each trajectory's times t[i] must be non-decreasing; rows {rows} are not"
+        )
+
+
+def _check_horizon(flow: NeuralFlow, t: Tensor, horizon: float | None) -> float:
+    """Times in ``[0, horizon]`` (``[0, flow.dt]`` by default); the horizon."""
+    if horizon is None:
+        if bool((t < 0).any()) or bool((t > flow.dt * (1 + 1e-6)).any()):
+            raise ValueError(
+                f"t must lie in [0, flow.dt] = [0, {flow.dt}]; for longer trajectories, "
+                "pass horizon (the flow is then composed, see supervised_loss)"
+            )
+        return flow.dt
+    check_positive(horizon, "horizon")
+    if bool((t < 0).any()) or bool((t > horizon * (1 + 1e-6)).any()):
+        raise ValueError(f"t must lie in [0, horizon] = [0, {horizon}]")
+    return float(horizon)
 
 
 def trajectory_data(
@@ -114,13 +167,18 @@ def trajectory_data(
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    noisy_start: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Trajectory segments for supervised training, from the system's reference solver.
+    r"""Irregularly sampled trajectories for supervised training, from the reference solver.
 
     Initial states come from ``system.sample``, times are uniform in :math:`(0, \Delta t]`
-    (sorted, one draw per segment) and the targets are the reference solution
-    (float64, rtol = atol = 1e-10) plus optional Gaussian noise of standard deviation
-    ``noise_std``.
+    (sorted, one draw per trajectory: every trajectory has its own irregular times) and
+    the targets are the reference solution (float64, rtol = atol = 1e-10) plus optional
+    Gaussian noise of standard deviation ``noise_std``. ``dt`` may exceed the flow's
+    window (then train with ``horizon``, see :func:`train_supervised`).
+
+    :param bool noisy_start: also add the noise to the initial states, as when they are
+        observations too (the clean ones are then unknown to the learner).
 
     :return: ``(x0, t, y)`` with shapes ``(N, 2n)``, ``(N, M)``, ``(N, M, 2n)``.
 
@@ -149,6 +207,8 @@ def trajectory_data(
     y = solution[rows, torch.arange(n_trajectories).unsqueeze(1)]
     if noise_std > 0:
         y = y + noise_std * torch.randn(y.shape, generator=generator, dtype=torch.float64)
+        if noisy_start:
+            x0 = x0 + noise_std * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
     return x0.to(dtype), t.to(dtype), y.to(dtype)
 
 
@@ -416,18 +476,32 @@ def train_supervised(
     progress: bool = True,
     grad_clip: float | None = 1.0,
     checkpoint_minutes: float | None = None,
+    horizon: float | None = None,
 ) -> TrainingRecord:
-    r"""Train a flow on trajectory segments (see :func:`trajectory_data`).
+    r"""Train a flow on observed trajectories (see :func:`trajectory_data`).
 
-    Each epoch is one Adam step on a random mini-batch of ``batch_size`` segments (summed
-    over the processes, like ``n_points`` of :func:`train_unsupervised`), drawn from a
-    generator seeded by ``seed``; the loop is :func:`~deepinv_dynnets.training.fit`
-    (see :func:`train_unsupervised` for the schedule and checkpoints).
+    Trajectory :math:`i` starts at :math:`x_{0,i}` at time 0 and is observed (possibly with
+    noise) at its own times ``t[i]``: irregular grids, one per trajectory. The loss is
+    :func:`supervised_loss`. By default the times lie in the training window
+    :math:`[0, \Delta t]`; with ``horizon`` they may reach it, and the flow is composed
+    with itself beyond :math:`\Delta t` (its gradient flows through the compositions).
+    For a :class:`~deepinv_dynnets.SympFlow`, the learned system is the flow of its own
+    Hamiltonian :math:`H_{\mathcal N}` (:meth:`~deepinv_dynnets.SympFlow.hamiltonian`):
+    the discovered energy, up to a function of time.
+
+    Each epoch is one Adam step on a random mini-batch of ``batch_size`` trajectories
+    (summed over the processes, like ``n_points`` of :func:`train_unsupervised`), drawn from
+    a generator seeded by ``seed``; the loop is :func:`~deepinv_dynnets.training.fit`
+    (see :func:`train_unsupervised` for the schedule and checkpoints). The data are
+    checked before any work (``ValueError`` naming the argument) and never modified.
 
     :param NeuralFlow flow: the flow, in the data's dtype and on its device.
     :param torch.Tensor x0: initial states ``(N, 2n)``.
-    :param torch.Tensor t: times ``(N, M)`` in :math:`[0, \Delta t]`.
+    :param torch.Tensor t: times ``(N, M)``, each row non-decreasing, in
+        :math:`[0, \Delta t]` (or :math:`[0, \text{horizon}]`).
     :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
+    :param float | None horizon: the latest time allowed in ``t``; ``None`` for
+        ``flow.dt``.
     :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
 
     :Examples:
@@ -439,19 +513,13 @@ def train_supervised(
         >>> flow = SympFlow(dim=2, n_layers=1, width=8)
         >>> len(train_supervised(flow, x0, t, y, epochs=3, progress=False).history)
         3
+        >>> x0, t, y = trajectory_data(HarmonicOscillator(), 8, 4, dt=3.0, noise_std=0.01)
+        >>> record = train_supervised(flow, x0, t, y, epochs=3, horizon=3.0, progress=False)
     """
     epochs = check_loop_arguments(epochs, lr, grad_clip, checkpoint_every, checkpoint_minutes)
     batch_size = check_positive_int(batch_size, "batch_size")
-    check_phase_space(x0, "x0", flow.dim)
-    check_phase_space(y, "y", flow.dim)
-    check_finite(t, "t")
-    if x0.dim() != 2 or y.shape[:1] != x0.shape[:1] or t.shape != y.shape[:2]:
-        raise ValueError(
-            f"expected x0 (N, 2n), t (N, M), y (N, M, 2n); got {tuple(x0.shape)}, "
-            f"{tuple(t.shape)}, {tuple(y.shape)}"
-        )
-    if bool((t < 0).any()) or bool((t > flow.dt * (1 + 1e-6)).any()):
-        raise ValueError(f"t must lie in [0, flow.dt] = [0, {flow.dt}]")
+    _check_trajectories(flow, x0, t, y)
+    horizon = _check_horizon(flow, t, horizon)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, x0.shape[0])
     _check_shardable(batch_size, "batch_size")
@@ -465,6 +533,7 @@ def train_supervised(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        horizon=horizon,
     )
 
     def draw() -> tuple[Tensor, Tensor, Tensor]:
@@ -477,6 +546,118 @@ def train_supervised(
     # a SympFlow's energy offset changes no flow: it gets no gradient
     return _fit_flow(
         flow, draw, loss_terms, ("mse",), settings, generator, isinstance(flow, SympFlow),
+        epochs=epochs, lr=lr, grad_clip=grad_clip,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
+    )  # fmt: skip
+
+
+def hnn_loss(hnn: HamiltonianNeuralNetwork, x0: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    r"""Finite-difference loss of a Hamiltonian neural network on observed trajectories.
+
+    With the observations :math:`z_0 = x_0, z_1 = y_1, \dots` of a trajectory at the
+    times :math:`0 = \tau_0 < \tau_1 < \dots` (row ``t[i]``), the field at each midpoint
+    must match the finite difference :footcite:p:`greydanus2019hamiltonian`:
+
+    .. math::
+
+        \frac1{NM}\sum_{i, m}\Big\|J\nabla H_\theta\Big(\frac{z_m + z_{m+1}}2\Big)
+        - \frac{z_{m+1} - z_m}{\tau_{m+1} - \tau_m}\Big\|^2,
+
+    the squared defect of one implicit midpoint step from :math:`z_m` to :math:`z_{m+1}`,
+    divided by the step. The arguments are not checked (see :func:`train_hnn`).
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.flows import HNN
+        >>> from deepinv_dynnets.training.flow import hnn_loss
+        >>> hnn = HNN(dim=2, width=8)
+        >>> x0, t = torch.randn(4, 2), torch.tensor([[0.1, 0.3]]).expand(4, 2)
+        >>> bool(hnn_loss(hnn, x0, t, torch.randn(4, 2, 2)) > 0)
+        True
+
+    .. footbibliography::
+    """
+    z = torch.cat([x0.unsqueeze(1), y], dim=1)  # (N, M + 1, 2n)
+    tau = torch.cat([t.new_zeros(t.shape[0], 1), t], dim=1)
+    slopes = z.diff(dim=1) / tau.diff(dim=1).unsqueeze(-1)
+    return ((hnn._field((z[:, 1:] + z[:, :-1]) / 2) - slopes) ** 2).sum(-1).mean()
+
+
+def train_hnn(
+    hnn: HamiltonianNeuralNetwork,
+    x0: Tensor,
+    t: Tensor,
+    y: Tensor,
+    epochs: int = 1000,
+    batch_size: int = 256,
+    lr: float = 5e-3,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    progress: bool = True,
+    grad_clip: float | None = 1.0,
+    checkpoint_minutes: float | None = None,
+) -> TrainingRecord:
+    r"""Train a :class:`~deepinv_dynnets.flows.HNN` on the data of :func:`train_supervised`.
+
+    The loss is :func:`hnn_loss` (finite differences of consecutive observations); the
+    loop, batches and checkpoints are those of :func:`train_supervised`. The times of a
+    trajectory may be any positive, strictly increasing values (there is no window: the
+    HNN learns a field, not a map).
+
+    :param HamiltonianNeuralNetwork hnn: the network, in the data's dtype and device.
+    :param torch.Tensor x0: initial states ``(N, 2n)`` at time 0.
+    :param torch.Tensor t: times ``(N, M)``, each row positive and strictly increasing.
+    :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
+    :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
+
+    :Examples:
+
+        >>> from deepinv_dynnets.flows import HNN
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.training.flow import trajectory_data, train_hnn
+        >>> x0, t, y = trajectory_data(HarmonicOscillator(), 8, 4)
+        >>> len(train_hnn(HNN(dim=2, width=8), x0, t, y, epochs=3, progress=False).history)
+        3
+    """
+    if not isinstance(hnn, HamiltonianNeuralNetwork):
+        raise ValueError(f"hnn must be a HamiltonianNeuralNetwork, got {type(hnn).__name__}")
+    epochs = check_loop_arguments(epochs, lr, grad_clip, checkpoint_every, checkpoint_minutes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    _check_trajectories(hnn, x0, t, y)
+    if bool((t[:, 0] <= 0).any()) or (t.shape[1] > 1 and bool((t.diff(dim=1) <= 0).any())):
+        raise ValueError(
+            "t must be positive and strictly increasing along each trajectory (finite "
+            "differences divide by the gaps)"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, x0.shape[0])
+    _check_shardable(batch_size, "batch_size")
+    settings = dict(
+        kind="hnn",
+        flow=type(hnn).__name__,
+        config=hnn.config,
+        epochs=epochs,
+        n_trajectories=x0.shape[0],
+        n_times=t.shape[1],
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
+
+    def draw() -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
+        return x0[idx], t[idx], y[idx]
+
+    def loss_terms(model: HamiltonianNeuralNetwork, x0_: Tensor, t_: Tensor, y_: Tensor):
+        return hnn_loss(model, x0_, t_, y_).unsqueeze(0)
+
+    # the energy MLP's time input is always 0: its weights get no gradient
+    return _fit_flow(
+        hnn, draw, loss_terms, ("finite_difference",), settings, generator, True,
         epochs=epochs, lr=lr, grad_clip=grad_clip,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
