@@ -171,7 +171,7 @@ def test_certificate_is_the_wrapped_denoisers():
     base, tiled = certify(model), TiledDenoiser(model, TILE, OFFSET).certificate()
     assert tiled.alpha == base.alpha and tiled.lipschitz == base.lipschitz
     assert "non-overlapping 8x10 tiles" in tiled.reason
-    assert TiledDenoiser(model, 8).block_diagonal_of() is model
+    assert TiledDenoiser(model, 8).block_diagonal_of() == (model, (8, 8))
     assert TiledDenoiser(model, 8).averaged_constant() == base.alpha
     uncertified = TiledDenoiser(dinv.models.DnCNN(1, 1, depth=2, pretrained=None), 8)
     assert uncertified.averaged_constant() is None
@@ -387,3 +387,26 @@ def test_pnp_certificate_certifies_only_a_partitioning_deepinv_tiling():
     assert certified.guaranteed
     assert not refused.guaranteed
     assert "deepinv.distributed tiling" in str(refused) and "overlap 4" in str(refused)
+
+
+def test_certify_reads_the_tiled_map_as_block_diagonal():
+    # certify() of the wrapper (what pnp_certificate calls) gives the wrapped denoiser's
+    # constants, says why, and refuses a circulant bound for images smaller than a tile.
+    model = EulerDenoiser(width=4, hidden=4, n_blocks=2)
+    tiled = TiledDenoiser(model, tile_size=TILE)
+    cert, base = certify(tiled), certify(model)
+    assert (cert.alpha, cert.lipschitz) == (base.alpha, base.lipschitz)
+    assert "non-overlapping 8x10 tiles" in cert.reason
+    with pytest.raises(ValueError, match="at least the tile size"):
+        certify(tiled, "circulant", input_size=(4, 4))
+
+
+def test_convergent_pnp_certifies_the_tiled_denoiser():
+    from deepinv_dynnets import convergent_pnp
+
+    tiled = TiledDenoiser(EulerDenoiser(width=4, hidden=4, n_blocks=2), tile_size=16)
+    physics = dinv.physics.BlurFFT(
+        (1, 32, 32), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
+    )
+    _, certificate = convergent_pnp(physics, tiled)
+    assert certificate.guaranteed and "denoiser (TiledDenoiser) is" in str(certificate)

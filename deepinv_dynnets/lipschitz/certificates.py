@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
+from .._validation import check_int_pair
 from .averagedness import compose_averaged
 from .operator_norms import ROUNDOFF_MARGIN, conv2d_norm_bound, linear_norm_bound
 
@@ -171,6 +172,11 @@ def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate
       :class:`~deepinv_dynnets.models.RelaxedDenoiser`): :math:`\alpha = \lambda\alpha_D`
       (if :math:`\le 1`; then :math:`\operatorname{Lip} \le 1`), otherwise
       :math:`\operatorname{Lip} \le |1 - \lambda| + \lambda \operatorname{Lip}(D)`;
+    - a denoiser applied on non-overlapping tiles, exposing ``block_diagonal_of()``
+      (returning :math:`D` and the tile size, e.g.
+      :class:`~deepinv_dynnets.models.TiledDenoiser`): block-diagonal with copies of
+      :math:`D`, so :math:`D`'s constants (``"circulant"``: only with an ``input_size`` at
+      least the tile size);
     - a single ``nn.Linear`` or stride-1 ``nn.Conv2d``: its norm bound (no :math:`\alpha`);
     - anything else (e.g. ``deepinv.models.DnCNN``): a certificate with
       ``lipschitz = inf``, ``alpha = None`` and a ``reason``.
@@ -199,6 +205,9 @@ def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    tiled_of = getattr(module, "block_diagonal_of", None)
+    if callable(tiled_of):
+        return _certify_tiled(*tiled_of(), method, **kwargs)
     relaxation_of = getattr(module, "averaged_relaxation", None)
     if callable(relaxation_of):
         inner, lam = relaxation_of()
@@ -253,4 +262,25 @@ def certify(module: nn.Module, method: str = "fourier", **kwargs) -> Certificate
         margin=min((r["margin"] for r in rows), default=None),
         alpha_target=None if target is None else float(target),
         reason=None if averaged else "some layer has h * ||A||^2 > 2: Lipschitz bound only",
+    )
+
+
+def _certify_tiled(
+    inner: nn.Module, tile_size: tuple[int, int], method: str, **kwargs
+) -> Certificate:
+    # D applied on non-overlapping tiles is block-diagonal with copies of D, so it keeps
+    # every constant of D that holds on images of every size (a tile is a smaller image).
+    if method == "circulant" and "input_size" in kwargs:
+        size = check_int_pair(kwargs["input_size"], "input_size", 1)
+        if size[0] < tile_size[0] or size[1] < tile_size[1]:
+            raise ValueError(
+                f"input_size {size} of method='circulant' must be at least the tile size "
+                f"{tuple(tile_size)}: its bound holds for images up to that size only"
+            )
+    base = certify(inner, method, **kwargs)
+    th, tw = tile_size
+    return replace(
+        base,
+        reason=f"non-overlapping {th}x{tw} tiles (block-diagonal) of: "
+        f"{base.reason or type(inner).__name__ + ', certified'}",
     )

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -270,15 +269,15 @@ class TiledDenoiser(Denoiser):
         return tile_partition(height, width, self.tile_size, self.offset)
 
     # -- certificate ---------------------------------------------------------------------
-    def block_diagonal_of(self) -> nn.Module:
-        """The denoiser :math:`D` this map applies on each tile (the protocol a certifier
-        reads: the map is block-diagonal with copies of :math:`D`, so it has :math:`D`'s
-        certified constants)."""
-        return self.denoiser
+    def block_diagonal_of(self) -> tuple[nn.Module, tuple[int, int]]:
+        """The denoiser :math:`D` this map applies on each tile, and the tile size (the
+        protocol :func:`~deepinv_dynnets.certify` reads: the map is block-diagonal with
+        copies of :math:`D`, so it has :math:`D`'s certified constants)."""
+        return self.denoiser, self.tile_size
 
     def certificate(self, method: str = "fourier", **kwargs) -> Certificate:
-        r""":func:`~deepinv_dynnets.certify` of the wrapped denoiser, which holds for the
-        tiled map unchanged (block-diagonal, non-overlapping tiles).
+        r""":func:`~deepinv_dynnets.certify` of the tiled map: the wrapped denoiser's
+        constants, unchanged (block-diagonal, non-overlapping tiles).
 
         :param str method: ``"fourier"`` or ``"gram"`` (bounds for every image size), or
             ``"circulant"`` with ``input_size`` at least the tile size: a zero-padded
@@ -287,20 +286,7 @@ class TiledDenoiser(Denoiser):
         :param kwargs: passed to :func:`~deepinv_dynnets.certify`.
         :raises ValueError: ``"circulant"`` with an ``input_size`` smaller than a tile.
         """
-        if method == "circulant" and "input_size" in kwargs:
-            size = check_int_pair(kwargs["input_size"], "input_size", 1)
-            if size[0] < self.tile_size[0] or size[1] < self.tile_size[1]:
-                raise ValueError(
-                    f"input_size {size} of method='circulant' must be at least the tile size "
-                    f"{self.tile_size}: its bound holds for images up to that size only"
-                )
-        base = certify(self.denoiser, method, **kwargs)
-        th, tw = self.tile_size
-        return replace(
-            base,
-            reason=f"non-overlapping {th}x{tw} tiles (block-diagonal) of: "
-            f"{base.reason or type(self.denoiser).__name__ + ', certified'}",
-        )
+        return certify(self, method, **kwargs)
 
     def averaged_constant(self) -> float | None:
         """The certified averagedness constant of the tiled map (``None``: not certified)."""
