@@ -1,46 +1,196 @@
 """deepinv-dynnets: dynamical-systems-based structured neural networks.
 
-Structured networks built as numerical flows, for DeepInverse and torchdiffeq users.
+Structured networks built as numerical flows, for DeepInverse and torchdiffeq users. The
+public API is this flat namespace (as in torchdiffeq and ``deepinv.models``); the
+subpackages hold one concept per module: ``dynamics`` (vector fields, steps, networks),
+``lipschitz`` (operator norms, certificates), ``models`` (denoisers), ``pnp`` (convergent
+Plug-and-Play), ``flows`` (SympFlow and baselines), ``systems`` (Hamiltonian test
+systems), ``data``, ``metrics``, ``training`` and ``pretrained`` (shipped weights).
 """
 
-from . import dynamics, flows, lipschitz, models, pnp, systems
+__version__ = "0.2.0.dev0"
+
+from . import data, dynamics, flows, lipschitz, metrics, models, pnp, pretrained, systems, training
+from .data import blur_kernel, builtin_image, center_crop, load_image, load_images
 from .dynamics import (
+    ACTIVATIONS,
+    Activation,
+    AveragedEulerStep,
+    Composition,
+    ConvRidgeField,
     EulerStep,
     FlowNetwork,
+    FlowStep,
+    GradientField,
+    MLPField,
     NormPreservingNet,
     PresnovNet,
+    ShearField,
+    SpherePreservingField,
+    SphereStep,
     SplittingStep,
+    Truncation,
+    VectorField,
     VolumePreservingNet,
+    ZeroPadLift,
     compose,
+    get_activation,
     norm_preservation_loss,
 )
-from .flows import SympFlow
-from .lipschitz import certify
-from .models import EulerDenoiser, RelaxedDenoiser
-from .pnp import ConvergenceMonitor, convergent_pnp, pnp_certificate
-
-__version__ = "0.1.0"
+from .flows import (
+    HNN,
+    MLPPotential,
+    NeuralFlow,
+    PINNFlow,
+    SympFlow,
+    SympFlowVectorField,
+    apply_J,
+    canonical_J,
+)
+from .lipschitz import (
+    Certificate,
+    certify,
+    circular_conv2d_norm,
+    compose_averaged,
+    conv2d_norm_bound,
+    euler_step_alpha,
+    linear_norm_bound,
+    power_iteration,
+    relax_averaged,
+)
+from .metrics import psnr
+from .models import (
+    AlternatingTiledDenoiser,
+    EulerDenoiser,
+    RelaxedDenoiser,
+    TiledDenoiser,
+    certify_distributed,
+    certify_tiling,
+    load_dncnn,
+    save_dncnn,
+)
+from .pnp import (
+    ConvergenceMonitor,
+    DeblurResult,
+    MonitorReport,
+    PnPCertificate,
+    SafeguardedAnderson,
+    accepts_alpha,
+    convergent_pnp,
+    deblur,
+    default_parameters,
+    operator_sqnorm,
+    pnp_certificate,
+)
+from .pretrained import load_denoiser, load_weights, read_card, save_weights
+from .systems import HamiltonianSystem, HarmonicOscillator, HenonHeiles, Kepler, Pendulum
+from .training import (
+    TrainingRecord,
+    evaluate_psnr,
+    fit,
+    train_denoiser,
+    train_supervised,
+    train_unsupervised,
+    trajectory_data,
+)
 
 __all__ = [
+    # subpackages
+    "data",
     "dynamics",
     "flows",
+    "lipschitz",
+    "metrics",
+    "models",
+    "pnp",
+    "pretrained",
     "systems",
-    "SympFlow",
-    "EulerDenoiser",
+    "training",
+    # structured networks (dynamics)
+    "VectorField",
+    "MLPField",
+    "ShearField",
+    "GradientField",
+    "SpherePreservingField",
+    "ConvRidgeField",
+    "Activation",
+    "ACTIVATIONS",
+    "get_activation",
+    "FlowStep",
+    "EulerStep",
+    "SplittingStep",
+    "SphereStep",
+    "AveragedEulerStep",
+    "FlowNetwork",
+    "Composition",
+    "compose",
+    "ZeroPadLift",
+    "Truncation",
+    "VolumePreservingNet",
+    "NormPreservingNet",
+    "norm_preservation_loss",
+    "PresnovNet",
+    # certified bounds (lipschitz)
+    "Certificate",
     "certify",
+    "conv2d_norm_bound",
+    "circular_conv2d_norm",
+    "linear_norm_bound",
+    "power_iteration",
+    "compose_averaged",
+    "relax_averaged",
+    "euler_step_alpha",
+    # denoisers (models)
+    "EulerDenoiser",
     "RelaxedDenoiser",
+    "TiledDenoiser",
+    "AlternatingTiledDenoiser",
+    "certify_tiling",
+    "certify_distributed",
+    "load_dncnn",
+    "save_dncnn",
+    # convergent Plug-and-Play (pnp)
     "convergent_pnp",
     "pnp_certificate",
+    "PnPCertificate",
+    "accepts_alpha",
+    "operator_sqnorm",
+    "default_parameters",
     "ConvergenceMonitor",
-    "pnp",
-    "models",
-    "lipschitz",
-    "EulerStep",
-    "FlowNetwork",
-    "NormPreservingNet",
-    "PresnovNet",
-    "SplittingStep",
-    "VolumePreservingNet",
-    "compose",
-    "norm_preservation_loss",
+    "MonitorReport",
+    "SafeguardedAnderson",
+    "deblur",
+    "DeblurResult",
+    # symplectic flows (flows, systems)
+    "SympFlow",
+    "SympFlowVectorField",
+    "NeuralFlow",
+    "PINNFlow",
+    "HNN",
+    "MLPPotential",
+    "apply_J",
+    "canonical_J",
+    "HamiltonianSystem",
+    "HarmonicOscillator",
+    "HenonHeiles",
+    "Pendulum",
+    "Kepler",
+    # weights, data, metrics, training
+    "save_weights",
+    "load_weights",
+    "read_card",
+    "load_denoiser",
+    "load_image",
+    "load_images",
+    "center_crop",
+    "builtin_image",
+    "blur_kernel",
+    "psnr",
+    "fit",
+    "TrainingRecord",
+    "train_denoiser",
+    "evaluate_psnr",
+    "train_unsupervised",
+    "train_supervised",
+    "trajectory_data",
 ]

@@ -7,7 +7,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import deepinv_dynnets
 
-# docs/_ext/benchmark_tables.py renders benchmark results and model cards as tables
+# docs/_ext: benchmark_tables.py renders benchmark results and model cards as tables,
+# api_reference.py writes the API reference from deepinv_dynnets.__all__
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
 
 project = "deepinv-dynnets"
@@ -25,6 +26,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "sphinxcontrib.bibtex",
     "benchmark_tables",
+    "api_reference",
 ]
 
 autosummary_generate = True
