@@ -20,6 +20,7 @@ import torch
 
 from .data import BLUR_KERNELS
 from .demo import ALGORITHMS, SYSTEMS, run_deblur, run_demo, run_rollout
+from .dynamics.averaged_step import AVERAGING_ACTIVATIONS
 from .flows import SympFlow
 from .models import EulerDenoiser
 from .training import train_denoiser, train_supervised, train_unsupervised, trajectory_data
@@ -134,10 +135,12 @@ def cmd_train_sympflow(args: argparse.Namespace) -> None:
 def cmd_train_denoiser(args: argparse.Namespace) -> None:
     if args.model == "euler":
         architecture = {"width": args.width, "hidden": args.hidden, "n_blocks": args.n_blocks}
-        architecture["alpha"] = args.alpha
+        architecture |= {"alpha": args.alpha, "activation": args.activation}
     else:  # the baseline: --n-blocks is its depth, --width its feature channels
-        if args.hidden is not None or args.alpha is not None:
-            raise ValueError("--hidden and --alpha apply to the Euler denoiser, not DnCNN")
+        if args.hidden is not None or args.alpha is not None or args.activation is not None:
+            raise ValueError(
+                "--hidden, --alpha and --activation apply to the Euler denoiser, not DnCNN"
+            )
         architecture = {"nf": args.width, "depth": args.n_blocks}
     architecture = {k: v for k, v in architecture.items() if v is not None}
     training = {
@@ -260,11 +263,15 @@ def _train_denoiser_parser(sub) -> None:
     )  # fmt: skip
     _add(p, "--channels", run_denoiser_training, "channels", "image channels", type=int, choices=[1, 3])  # fmt: skip
     _add(p, "--model", run_denoiser_training, "model", "the denoiser", choices=DENOISER_MODELS)
-    defaults = {k: _default(EulerDenoiser, k) for k in ("width", "hidden", "n_blocks", "alpha")}
+    defaults = {
+        k: _default(EulerDenoiser, k)
+        for k in ("width", "hidden", "n_blocks", "alpha", "activation")
+    }
     p.add_argument("--width", type=POSITIVE_INT, help=f"feature channels (default: the model's; euler {defaults['width']})")  # fmt: skip
     p.add_argument("--hidden", type=POSITIVE_INT, help=f"euler: hidden channels per block (default: {defaults['hidden']})")  # fmt: skip
     p.add_argument("--n-blocks", type=POSITIVE_INT, help=f"blocks (euler, default {defaults['n_blocks']}) or depth (dncnn, default deepinv's)")  # fmt: skip
     p.add_argument("--alpha", type=POSITIVE, help=f"euler: target averagedness (default: {defaults['alpha']})")  # fmt: skip
+    p.add_argument("--activation", choices=AVERAGING_ACTIVATIONS, help=f"euler: activation, slope in [0, 1] (default: {defaults['activation']})")  # fmt: skip
     _add(p, "--epochs", td, "epochs", "epochs", type=POSITIVE_INT)
     _add(p, "--batch-size", td, "batch_size", "patches per batch (all processes together)", type=POSITIVE_INT)  # fmt: skip
     _add(p, "--patch-size", td, "patch_size", "side of the patches", type=POSITIVE_INT)

@@ -162,14 +162,18 @@ def _image_folder(path, n=3, size=(37, 31)):
     return path
 
 
-@pytest.mark.parametrize("model,bf16", [("euler", False), ("dncnn", False), ("euler", True)])
-def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, capsys):
+@pytest.mark.parametrize(
+    "model,bf16,activation",
+    [("euler", False, None), ("dncnn", False, None), ("euler", True, "spline")],
+)
+def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, activation, capsys):
     data = _image_folder(tmp_path / "train")
     out = tmp_path / "run"
     args = ["train-denoiser", "--data", str(data), "--val", str(data), "--model", model,
             "--width", "4", "--n-blocks", "2", "--epochs", "1",
             "--batch-size", "4", "--patch-size", "16", "--patches-per-image", "2", "--quiet",
             "--out", str(out)] + ["--bf16"] * bf16 + ["--hidden", "4"] * (model == "euler")  # fmt: skip
+    args += ["--activation", activation] if activation else []
     assert main(args) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["settings"]["autocast"] == ("torch.bfloat16" if bf16 else None)
@@ -180,6 +184,7 @@ def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, capsys):
         from deepinv_dynnets import EulerDenoiser, certify
 
         loaded = EulerDenoiser.from_pretrained(out / "model.pt")
+        assert loaded.config["activation"] == (activation or "relu")
         assert certify(loaded).lipschitz <= 1
         assert "Lipschitz" in capsys.readouterr().out
 
@@ -327,7 +332,7 @@ def no_work(monkeypatch):
         ),
         (
             ["train-denoiser", "--data", ".", "--model", "dncnn", "--alpha", "0.5"],
-            "--hidden and --alpha apply to the Euler denoiser",
+            "--hidden, --alpha and --activation apply to the Euler denoiser",
         ),
         (["train-denoiser", "--data", "no-such-folder"], "'no-such-folder' is not a folder"),
     ],
