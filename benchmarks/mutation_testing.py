@@ -75,6 +75,10 @@ _FINER_GRID = (
 )
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
+    ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
+        "out starts at zero, so subtracting every tap folds the negated kernel, whose "
+        "convolution has the same norm: equivalent"
+    ),
     ("_fourier_bound", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
     ("circular_conv2d_norm", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
     ("conv2d_norm_bound", "k1,k2=w.shape[+2:]"): _SAME_AXIS,
