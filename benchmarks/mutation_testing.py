@@ -377,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
     parser.add_argument(
+        "--review",
+        type=Path,
+        metavar="JSON",
+        help="apply today's REVIEWED to the survivors recorded in JSON (runs nothing)",
+    )
+    parser.add_argument(
         "--recheck",
         type=Path,
         metavar="JSON",
@@ -384,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         "is unchanged, and update JSON",
     )
     args = parser.parse_args(argv)
+    if args.review:
+        record = json.loads(args.review.read_text())
+        for survivor in record["survivors"]:
+            key = (survivor["function"], _mutated_line(survivor["diff"]))
+            survivor["review"] = REVIEWED.get(key)
+        record["unreviewed"] = sum(s["review"] is None for s in record["survivors"])
+        args.review.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return _report(record, args.review)
     if args.list or not args.module:
         for module, spec in MODULES.items():
             print(f"{module:32s} {' '.join(select_tests(module, spec))}")
