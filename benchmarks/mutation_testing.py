@@ -11,6 +11,7 @@ stops after ``--budget`` seconds (what finished is still reported). ::
     python benchmarks/mutation_testing.py --module lipschitz/averagedness.py --budget 900
     python benchmarks/mutation_testing.py --module lipschitz/averagedness.py \\
         --recheck benchmarks/results/mutation_averagedness.json   # after adding tests
+    python benchmarks/mutation_testing.py --review benchmarks/results/mutation_averagedness.json
 
 writes ``benchmarks/results/mutation_<module>.json``: the score
 ``killed / (killed + survived)``, every surviving mutant with its diff, and the review of
