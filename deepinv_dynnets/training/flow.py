@@ -121,8 +121,14 @@ def _predict(flow: NeuralFlow, x0: Tensor, t: Tensor) -> Tensor:
     with torch.no_grad():  # k = floor(t / dt) and r = t - k dt in float64, as the flows do
         k = torch.floor(t.double() / flow.dt)
         r = (t.double() - k * flow.dt).to(t.dtype)
-    states = flow._powers(x0, k.long().T, None)  # (M, N, 2n): N(dt)^k x0, each row in turn
-    return flow.network(r, states.transpose(0, 1))
+        k = k.long()
+    # N(dt)^j x0 for j = 0..max k on the whole batch (a few batched calls rather than one
+    # per trajectory and time), then each observation picks its own power.
+    powers = [x0]
+    for _ in range(int(k.max())):
+        powers.append(flow.network(flow.dt, powers[-1]))
+    states = torch.stack(powers)[k, torch.arange(x0.shape[0], device=x0.device).unsqueeze(1)]
+    return flow.network(r, states)
 
 
 def _check_trajectories(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> None:
@@ -556,16 +562,19 @@ def hnn_loss(hnn: HamiltonianNeuralNetwork, x0: Tensor, t: Tensor, y: Tensor) ->
     r"""Finite-difference loss of a Hamiltonian neural network on observed trajectories.
 
     With the observations :math:`z_0 = x_0, z_1 = y_1, \dots` of a trajectory at the
-    times :math:`0 = \tau_0 < \tau_1 < \dots` (row ``t[i]``), the field at each midpoint
-    must match the finite difference :footcite:p:`greydanus2019hamiltonian`:
+    times :math:`0 = \tau_0 < \tau_1 < \dots` (row ``t[i]``), gaps
+    :math:`\delta_m = \tau_{m+1} - \tau_m`, the field at each midpoint must match the
+    finite difference :footcite:p:`greydanus2019hamiltonian`, weighted by the squared gaps:
 
     .. math::
 
-        \frac1{NM}\sum_{i, m}\Big\|J\nabla H_\theta\Big(\frac{z_m + z_{m+1}}2\Big)
-        - \frac{z_{m+1} - z_m}{\tau_{m+1} - \tau_m}\Big\|^2,
+        \frac{\sum_{i, m}\delta_m^2\,\Big\|J\nabla H_\theta\Big(\frac{z_m + z_{m+1}}2\Big)
+        - \frac{z_{m+1} - z_m}{\delta_m}\Big\|^2}{\sum_{i, m}\delta_m^2}.
 
-    the squared defect of one implicit midpoint step from :math:`z_m` to :math:`z_{m+1}`,
-    divided by the step. The arguments are not checked (see :func:`train_hnn`).
+    The noise of a finite difference grows as :math:`1/\delta_m`; the weights keep the
+    irregular short gaps from dominating. Each term is the squared defect of one implicit
+    midpoint step from :math:`z_m` to :math:`z_{m+1}`, the integrator the HNN then uses.
+    The arguments are not checked (see :func:`train_hnn`).
 
     :Examples:
 
@@ -580,9 +589,9 @@ def hnn_loss(hnn: HamiltonianNeuralNetwork, x0: Tensor, t: Tensor, y: Tensor) ->
     .. footbibliography::
     """
     z = torch.cat([x0.unsqueeze(1), y], dim=1)  # (N, M + 1, 2n)
-    tau = torch.cat([t.new_zeros(t.shape[0], 1), t], dim=1)
-    slopes = z.diff(dim=1) / tau.diff(dim=1).unsqueeze(-1)
-    return ((hnn._field((z[:, 1:] + z[:, :-1]) / 2) - slopes) ** 2).sum(-1).mean()
+    gaps = torch.cat([t.new_zeros(t.shape[0], 1), t], dim=1).diff(dim=1).unsqueeze(-1)
+    defects = gaps * hnn._field((z[:, 1:] + z[:, :-1]) / 2) - z.diff(dim=1)
+    return (defects**2).sum() / (gaps**2).sum()
 
 
 def train_hnn(
