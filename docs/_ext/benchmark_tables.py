@@ -243,9 +243,12 @@ def _pnp_table(file: str, data: dict) -> list[str]:
     """A ``pnp_deblur_*.json`` record: means per method and noise level."""
     st = data["settings"]
     where = "full size" if st.get("full") else f"centre crop {st['size']}"
+    # records written before --acceleration existed ran the plain iteration
+    acceleration = {"default": "on when certified"}.get(st.get("acceleration"), "off")
+    acceleration = "on" if st.get("acceleration") == "on" else acceleration
     lines = [
         f"``{file}``: PnP-{st['algorithm']} with the ``{st['denoiser']}`` denoiser "
-        f"(alpha {st.get('alpha', 0.5)}, acceleration {st.get('acceleration', 'off')}), "
+        f"(alpha {st.get('alpha', 0.5)}, acceleration {acceleration}), "
         f"images of ``{st['data']}`` (patterns {st['only']}, first {st['images']}, {where}), "
         f"kernels ``{st['kernels']}``, {data['hardware']}"
         + (f"; command ``{data['command']}``" if "command" in data else "")
