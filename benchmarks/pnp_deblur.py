@@ -114,7 +114,8 @@ def run_convex(x, kernel, noise, prior, lambdas, stepsize, max_iter, seed, thres
         tic = time.perf_counter()
         with torch.no_grad():
             x_hat = solver(y, physics)
-        seconds += time.perf_counter() - tic
+        elapsed = time.perf_counter() - tic
+        seconds += elapsed
         value = float(psnr(x_hat.clamp(0, 1), x).mean())
         by_weight[f"{lam:g}"] = value
         report = monitor.report()
@@ -125,7 +126,7 @@ def run_convex(x, kernel, noise, prior, lambdas, stepsize, max_iter, seed, thres
                 "iterations_to_1e-5": first_below(monitor, threshold),
                 "iterations": report.iterations,
                 "final_residual": report.final_residual,
-                "seconds": time.perf_counter() - tic,
+                "seconds": elapsed,
                 "monotone": report.monotone,
             }
     return best | {
