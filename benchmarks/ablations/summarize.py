@@ -22,7 +22,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def main(folder: Path) -> None:
+    # a run stopped before its end leaves only NAME.partial.json: its curve, no certificate
     records = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))}
+    finished = {name: r for name, r in records.items() if "certificate" in r}
     header = [
         "run",
         "params",
@@ -33,7 +35,7 @@ def main(folder: Path) -> None:
         "Set12 15/25/50",
     ]
     rows = []
-    for name, r in records.items():
+    for name, r in finished.items():
         val = "/".join(f"{r['val_psnr'][s]:.2f}" for s in ("15", "25", "50"))
         test = r.get("set12_psnr")
         test = "/".join(f"{test[s]:.2f}" for s in ("15", "25", "50")) if test else "-"
@@ -52,14 +54,21 @@ def main(folder: Path) -> None:
     print()
     curve_rows = []
     for name, r in records.items():
-        points = ", ".join(f"{c['train_s']:.0f} s: {c['val_psnr']['25']:.2f}" for c in r["curve"])
+        points = ", ".join(
+            f"{c['train_s']:.0f} s: "
+            + "/".join(f"{c['val_psnr'][s]:.2f}" for s in ("15", "25", "50"))
+            for c in r["curve"]
+        )
         curve_rows.append([name, points])
     print(
-        table(["run", "validation PSNR at sigma 25 (uncalibrated) after CPU seconds"], curve_rows)
+        table(
+            ["run", "validation PSNR at sigma 15/25/50 (running step bounds) after CPU seconds"],
+            curve_rows,
+        )
     )
     print()
     for name, r in records.items():
-        print(f"{name}: {r['command']}")
+        print(f"{name}: OMP_NUM_THREADS=1 nice -n 10 {r['command']}")
 
 
 if __name__ == "__main__":
