@@ -103,5 +103,7 @@ def test_bad_trajectories_are_refused_naming_the_argument():
         train_supervised(flow, x0, t, y, epochs=1, progress=False, horizon=1.5)
     with pytest.raises(ValueError, match="horizon"):
         train_supervised(flow, x0, t, y, epochs=1, progress=False, horizon=-1.0)
+    with pytest.raises(ValueError, match="at least one trajectory and one time"):
+        train_supervised(flow, x0, t[:, :0], y[:, :0], **kwargs)
     with pytest.raises(ValueError, match="t must be a floating-point"):
         train_supervised(flow, x0, t.long(), y, **kwargs)

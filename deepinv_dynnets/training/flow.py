@@ -143,6 +143,8 @@ def _check_trajectories(flow: NeuralFlow, x0: Tensor, t: Tensor, y: Tensor) -> N
             f"expected x0 (N, 2n), t (N, M), y (N, M, 2n); got {tuple(x0.shape)}, "
             f"{tuple(t.shape)}, {tuple(y.shape)}"
         )
+    if t.numel() == 0:
+        raise ValueError(f"t must hold at least one trajectory and one time, got {tuple(t.shape)}")
     if t.shape[1] > 1 and bool((t.diff(dim=1) < 0).any()):
         rows = (t.diff(dim=1) < 0).any(1).nonzero().squeeze(1)[:5].tolist()
         raise ValueError(
