@@ -234,7 +234,7 @@ def mutate(
     scratch = Path(tempfile.mkdtemp(prefix="dynnets-mutation-"))
     work = scratch / "copy"
     try:
-        make_copy(work, worktree)
+        commit = make_copy(work, worktree)
         tests = select_tests(module, spec, work)
         (work / "setup.cfg").write_text(_setup_cfg(module, tests, exclude))
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(work))
@@ -283,9 +283,7 @@ def mutate(
             "unreviewed": sum(s["review"] is None for s in survivors),
             "source": "working tree" if worktree else "HEAD",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
+            "commit": commit,
             "command": "python benchmarks/mutation_testing.py --module "
             + module
             + f" --budget {budget:g}",

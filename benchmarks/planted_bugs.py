@@ -427,9 +427,12 @@ def _failed_ids(output: str) -> list[str]:
     return re.findall(r"^(?:FAILED|ERROR) (\S+)", output, flags=re.M)
 
 
-def make_copy(dest: Path, worktree: bool) -> None:
+def make_copy(dest: Path, worktree: bool) -> str:
     """Copy the package, the tests and ``pyproject.toml`` (of HEAD, or of the working tree)
-    to ``dest``, and check that Python imports the copy there."""
+    to ``dest``, check that Python imports the copy there, and return HEAD's commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     dest.mkdir(parents=True)
     if worktree:
         for name in (PACKAGE, "tests"):
@@ -437,7 +440,7 @@ def make_copy(dest: Path, worktree: bool) -> None:
         shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
     else:
         archive = subprocess.run(
-            ["git", "archive", "HEAD", PACKAGE, "tests", "pyproject.toml"],
+            ["git", "archive", commit, PACKAGE, "tests", "pyproject.toml"],
             cwd=ROOT,
             capture_output=True,
             check=True,
@@ -455,6 +458,7 @@ def make_copy(dest: Path, worktree: bool) -> None:
         raise SystemExit(
             f"the copy in {dest} is not the package imported: {probe.stdout}{probe.stderr}"
         )
+    return commit
 
 
 # Tests failing without any bug that a check leaves out before giving up.
@@ -529,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dynnets-planted-") as tmp:
         scratch = Path(tmp)
         clean = scratch / "clean"
-        make_copy(clean, args.worktree)
+        commit = make_copy(clean, args.worktree)
         if args.show or args.dry_run:
             # print the patches only; each bug is planted in a fresh copy
             missing = 0
@@ -547,11 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             where = (result.get("failed") or [result.get("file", "")])[0]
             print(f"{bug.number:3d}  {bug.name:32s} {result['status']:26s} {where}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     source = "working tree" if args.worktree else "HEAD"
     for result in results:
-        result["commit"] = commit.stdout.strip()
+        result["commit"] = commit
     if args.update and args.only:
         out = args.out or RESULT
         summary = json.loads(out.read_text())
@@ -561,13 +564,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary["bugs"].sort(key=lambda b: b["number"])
         summary.setdefault("updates", []).append(
-            {"date": now, "commit": commit.stdout.strip(), "source": source, "bugs": args.only}
+            {"date": now, "commit": commit, "source": source, "bugs": args.only}
         )
     else:
         out = args.out or (None if args.only else RESULT)
         summary = {
             "date": now,
-            "commit": commit.stdout.strip(),
+            "commit": commit,
             "source": source,
             "command": "python benchmarks/planted_bugs.py"
             + (" --worktree" if args.worktree else ""),

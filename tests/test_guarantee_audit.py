@@ -292,3 +292,11 @@ def test_conv_bound_refusals_name_the_argument():
         grid_correction(3, 0)
     with pytest.raises(ValueError, match=r"\bkernel_size\b"):
         grid_correction(0, 64)
+
+
+@pytest.mark.parametrize("kernel, grid", [(3, 64), ((5, 3), (40, 24)), ((1, 7), (9, 96))])
+def test_grid_correction_is_the_proven_factor(kernel, grid):
+    # (1 - q^2/2)^(-1/2) is what Bernstein's inequality proves; a smaller factor is unproven
+    (k1, k2), (n1, n2) = [(v, v) if isinstance(v, int) else v for v in (kernel, grid)]
+    q = math.pi * ((k1 - 1) / n1 + (k2 - 1) / n2)
+    assert grid_correction(kernel, grid) == pytest.approx((1 - q * q / 2) ** -0.5, rel=1e-15)
