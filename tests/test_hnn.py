@@ -157,3 +157,13 @@ def test_a_step_too_large_to_converge_raises():
     hnn = _random_hnn(std=3.0)
     with pytest.raises(RuntimeError, match="did not converge"):
         hnn.network(50.0, torch.randn(4, 4, dtype=F64))
+
+
+def test_float32_rollout_converges_and_keeps_the_learned_energy():
+    # the fixed-point tolerance follows the dtype: float32 steps must converge too
+    torch.manual_seed(0)
+    hnn = HNN(4, width=32, dt=0.2)
+    with torch.no_grad():
+        y = hnn(0.5 * torch.rand(8, 4), torch.linspace(0, 50, 51))
+        drift = (hnn.energy(y) - hnn.energy(y[0])).abs().max()
+    assert y.dtype == torch.float32 and bool(torch.isfinite(y).all()) and drift < 1e-4
