@@ -1,7 +1,7 @@
 r"""The DnCNN baseline: saving and loading deepinv ``DnCNN`` weights trained by our script.
 
 The baseline is ``deepinv.models.DnCNN(pretrained=None)`` trained by
-:func:`~deepinv_dynnets.models.train_denoiser` on the same data with about the same compute
+:func:`~deepinv_dynnets.training.train_denoiser` on the same data with about the same compute
 as the shipped :class:`~deepinv_dynnets.EulerDenoiser`, so that comparisons are about the
 architecture. Its weights ship as ``dncnn_baseline_gray.pt`` (name ``"dncnn-gray"``).
 """
