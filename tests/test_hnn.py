@@ -116,9 +116,9 @@ def test_training_on_noisy_irregular_oscillator_data_learns_its_field():
     copies = [d.clone() for d in data]
     torch.manual_seed(1)
     hnn = HNN(2, width=16, dt=0.1).double()
-    before = float(hnn_loss(hnn, *data))
+    before = float(hnn_loss(hnn, *data).detach())
     record = train_hnn(hnn, *data, epochs=300, batch_size=64, lr=1e-2, progress=False)
-    after = float(hnn_loss(hnn, *data))
+    after = float(hnn_loss(hnn, *data).detach())
     assert after < 0.05 * before and record.history[-1]["finite_difference"] > 0
     assert all(torch.equal(a, b) for a, b in zip(data, copies, strict=True))
     x = HarmonicOscillator().sample(200, generator=torch.Generator().manual_seed(2), dtype=F64)
