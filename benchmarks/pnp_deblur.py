@@ -192,7 +192,7 @@ def main() -> None:
     )
     parser.add_argument("--tv-lambdas", default="0.002,0.005,0.01,0.02", help="TV weights")
     parser.add_argument(
-        "--wavelet-lambdas", default="0.005,0.01,0.02,0.04", help="wavelet (db8, 3 levels) weights"
+        "--wavelet-lambdas", default="0.02,0.05,0.1,0.2", help="wavelet (db8, 3 levels) weights"
     )
     parser.add_argument("--algorithm", default="PGD", choices=["PGD", "HQS", "DRS", "ADMM"])
     parser.add_argument(
