@@ -9,7 +9,7 @@ import torch
 from torchdiffeq import odeint
 
 from deepinv_dynnets.flows.symplectic import apply_J, canonical_J, check_phase_space
-from deepinv_dynnets.flows.systems import (
+from deepinv_dynnets.systems import (
     HamiltonianSystem,
     HarmonicOscillator,
     HenonHeiles,

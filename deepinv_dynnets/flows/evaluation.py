@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from ..systems import HamiltonianSystem
 from .base import NeuralFlow
-from .systems import HamiltonianSystem
 
 __all__ = ["flow_errors", "time_rollout", "time_long_rollout"]
 

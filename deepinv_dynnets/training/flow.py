@@ -29,7 +29,7 @@ from ..flows.base import NeuralFlow
 from ..flows.hnn import HamiltonianNeuralNetwork
 from ..flows.sympflow import SympFlow
 from ..flows.symplectic import check_phase_space
-from ..flows.systems import HamiltonianSystem
+from ..systems import HamiltonianSystem
 from .distributed import mean_over_processes, objective, shard, shard_weight
 from .loop import check_loop_arguments, fit
 from .record import TrainingRecord, world_size
