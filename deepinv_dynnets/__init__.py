@@ -13,7 +13,6 @@ __version__ = "0.2.0.dev0"
 from . import data, dynamics, flows, lipschitz, metrics, models, pnp, pretrained, systems, training
 from .data import blur_kernel, builtin_image, center_crop, load_image, load_images
 from .dynamics import (
-    ACTIVATIONS,
     Activation,
     AveragedEulerStep,
     Composition,
@@ -89,6 +88,7 @@ from .training import (
     evaluate_psnr,
     fit,
     train_denoiser,
+    train_hnn,
     train_supervised,
     train_unsupervised,
     trajectory_data,
@@ -114,7 +114,6 @@ __all__ = [
     "SpherePreservingField",
     "ConvRidgeField",
     "Activation",
-    "ACTIVATIONS",
     "get_activation",
     "FlowStep",
     "EulerStep",
@@ -192,5 +191,6 @@ __all__ = [
     "evaluate_psnr",
     "train_unsupervised",
     "train_supervised",
+    "train_hnn",
     "trajectory_data",
 ]

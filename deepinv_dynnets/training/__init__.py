@@ -1,7 +1,8 @@
 """Training: one loop (:func:`fit`) for the denoisers and the flows, and one record.
 
 - :func:`train_denoiser` trains an image denoiser on patches (:class:`ImagePatches`);
-- :func:`train_unsupervised` and :func:`train_supervised` train a learned flow;
+- :func:`train_unsupervised` and :func:`train_supervised` train a learned flow,
+  :func:`train_hnn` the HNN baseline;
 - both run :func:`fit` (Adam, cosine schedule, gradient clipping, resumable checkpoints,
   progress bar) and return a :class:`TrainingRecord`, the model card of the weights;
 - under ``torchrun`` they train on all the processes (:mod:`.distributed`:
@@ -12,9 +13,11 @@ from .denoiser import DEFAULT_VAL_SIGMAS, ImagePatches, evaluate_psnr, train_den
 from .distributed import distributed_run, is_main_process, launched_by_torchrun
 from .flow import (
     hamiltonian_matching_loss,
+    hnn_loss,
     refine_lbfgs,
     residual_loss,
     supervised_loss,
+    train_hnn,
     train_supervised,
     train_unsupervised,
     trajectory_data,
@@ -41,6 +44,8 @@ __all__ = [
     "DEFAULT_VAL_SIGMAS",
     "train_unsupervised",
     "train_supervised",
+    "train_hnn",
+    "hnn_loss",
     "trajectory_data",
     "refine_lbfgs",
     "residual_loss",

@@ -13,7 +13,8 @@ import inspect
 from pathlib import Path
 
 PACKAGE = "deepinv_dynnets"
-OUTPUT = "generated/api_entries.rst"
+# not .rst: Sphinx would read it as a page of its own (duplicate descriptions)
+OUTPUT = "generated/api_entries.inc"
 
 
 def _directive(name: str, obj) -> str:

@@ -28,8 +28,8 @@ from torchdiffeq import odeint
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
 from deepinv_dynnets.flows.plotting import plot_rollout
-from deepinv_dynnets.training import train_supervised, train_unsupervised, trajectory_data
 from deepinv_dynnets.systems import HarmonicOscillator
+from deepinv_dynnets.training import train_supervised, train_unsupervised, trajectory_data
 
 torch.manual_seed(0)
 
@@ -57,7 +57,7 @@ def exact_flow(y0, t):
 # Unsupervised training: residual and Hamiltonian matching
 # ----------------------------------------------------------------------------------------
 #
-# :func:`~deepinv_dynnets.flows.training.train_unsupervised` draws, at every epoch, fresh
+# :func:`~deepinv_dynnets.training.train_unsupervised` draws, at every epoch, fresh
 # collocation points :math:`x_i \in \Omega` and times :math:`t_i \in [0, \Delta t]` and
 # takes one Adam step on
 #
@@ -85,10 +85,10 @@ print(
 # Supervised training on noisy trajectories
 # ----------------------------------------------------------------------------------------
 #
-# :func:`~deepinv_dynnets.flows.training.trajectory_data` integrates the system from 400
+# :func:`~deepinv_dynnets.training.trajectory_data` integrates the system from 400
 # initial conditions and returns each solution at 8 random times in :math:`(0, \Delta t]`,
 # here with Gaussian noise of standard deviation 0.01 added to every observed state.
-# :func:`~deepinv_dynnets.flows.training.train_supervised` then fits
+# :func:`~deepinv_dynnets.training.train_supervised` then fits
 # :math:`\mathcal N(t_m, x_0) \approx y_m` in mean squared error. The model never sees
 # the equations, only the data.
 

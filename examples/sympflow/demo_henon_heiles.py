@@ -29,8 +29,8 @@ from torchdiffeq import odeint
 
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
-from deepinv_dynnets.training import train_unsupervised
 from deepinv_dynnets.systems import HenonHeiles
+from deepinv_dynnets.training import train_unsupervised
 
 torch.manual_seed(0)
 
@@ -49,7 +49,7 @@ system = HenonHeiles()
 # A short training run
 # ----------------------------------------------------------------------------------------
 #
-# :func:`~deepinv_dynnets.flows.training.train_unsupervised` needs only the system: at
+# :func:`~deepinv_dynnets.training.train_unsupervised` needs only the system: at
 # every epoch it draws fresh points :math:`x_i` in the domain and times
 # :math:`t_i \in [0, \Delta t]`, here with :math:`\Delta t = 1`, and takes one Adam step
 # on the ODE residual of :math:`\mathcal N` plus the Hamiltonian matching term

@@ -24,8 +24,8 @@ from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import PINNFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
 from deepinv_dynnets.flows.symplectic import canonical_J
-from deepinv_dynnets.training import train_unsupervised
 from deepinv_dynnets.systems import HarmonicOscillator
+from deepinv_dynnets.training import train_unsupervised
 
 torch.manual_seed(0)
 
@@ -35,7 +35,7 @@ torch.manual_seed(0)
 #
 # The SympFlow has two layers of potentials of width 16; the PINN is an MLP with three
 # hidden layers of width 32, which gives it more parameters. Both have
-# :math:`\Delta t = 1`. :func:`~deepinv_dynnets.flows.training.train_unsupervised` takes
+# :math:`\Delta t = 1`. :func:`~deepinv_dynnets.training.train_unsupervised` takes
 # 1000 Adam steps on the ODE residual
 # :math:`\|\partial_t\mathcal N(t_i, x_i) - J\nabla H(\mathcal N(t_i, x_i))\|^2` at 256
 # fresh collocation points per step (the same points for both, since they come from the
