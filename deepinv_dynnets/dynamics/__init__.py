@@ -10,13 +10,18 @@ from .fields import (
     VectorField,
     activation_from_name,
 )
+from .linear_spline import MonotoneLinearSpline
 from .network import Composition, FlowNetwork, Truncation, ZeroPadLift, compose
 from .norm_preserving import NormPreservingNet, norm_preservation_loss
+from .orthogonal_lifts import HaarAnalysis, HaarSynthesis
 from .presnov import PresnovNet
 from .steps import EulerStep, FlowStep, SphereStep, SplittingStep
 from .volume_preserving import VolumePreservingNet
 
 __all__ = [
+    "MonotoneLinearSpline",
+    "HaarAnalysis",
+    "HaarSynthesis",
     "VectorField",
     "MLPField",
     "ShearField",
