@@ -7,7 +7,7 @@ from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import PINNFlow
 from deepinv_dynnets.flows.evaluation import flow_errors
 from deepinv_dynnets.systems import HarmonicOscillator
-from deepinv_dynnets.training.flow import supervised_loss, train_supervised, trajectory_data
+from deepinv_dynnets.training import supervised_loss, train_supervised, trajectory_data
 
 F64 = torch.float64
 

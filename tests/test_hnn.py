@@ -7,7 +7,7 @@ from torch.autograd.functional import jacobian
 from deepinv_dynnets.flows import HNN, HamiltonianNeuralNetwork, NeuralFlow
 from deepinv_dynnets.flows.symplectic import apply_J, canonical_J
 from deepinv_dynnets.systems import HarmonicOscillator
-from deepinv_dynnets.training.flow import hnn_loss, train_hnn, trajectory_data
+from deepinv_dynnets.training import hnn_loss, train_hnn, trajectory_data
 
 F64 = torch.float64
 

@@ -11,15 +11,12 @@
 
 from .denoiser import DEFAULT_VAL_SIGMAS, ImagePatches, evaluate_psnr, train_denoiser
 from .distributed import distributed_run, is_main_process, launched_by_torchrun
-from .flow import (
+from .flow import refine_lbfgs, train_hnn, train_supervised, train_unsupervised
+from .flow_losses import (
     hamiltonian_matching_loss,
     hnn_loss,
-    refine_lbfgs,
     residual_loss,
     supervised_loss,
-    train_hnn,
-    train_supervised,
-    train_unsupervised,
     trajectory_data,
 )
 from .loop import check_loop_arguments, fit, load_checkpoint, save_checkpoint

@@ -89,7 +89,8 @@ def run_flow_training(
     """
     from ..demo import SYSTEMS
     from ..flows import PINNFlow, SympFlow
-    from .flow import train_supervised, train_unsupervised, trajectory_data
+    from .flow import train_supervised, train_unsupervised
+    from .flow_losses import trajectory_data
 
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {', '.join(SYSTEMS)}, got {system!r}")
@@ -116,7 +117,7 @@ def _flow_run(
     from ..demo import SYSTEMS
     from ..flows import SympFlow
     from ..flows.evaluation import flow_errors
-    from .flow import trajectory_data
+    from .flow_losses import trajectory_data
 
     seed = training.get("seed", inspect.signature(trainer).parameters["seed"].default)
     torch.manual_seed(seed)

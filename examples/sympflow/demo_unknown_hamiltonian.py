@@ -33,7 +33,7 @@ import torch
 from deepinv_dynnets import SympFlow
 from deepinv_dynnets.flows import HNN, PINNFlow
 from deepinv_dynnets.systems import HenonHeiles
-from deepinv_dynnets.training.flow import train_hnn, train_supervised, trajectory_data
+from deepinv_dynnets.training import train_hnn, train_supervised, trajectory_data
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
