@@ -132,3 +132,17 @@ def check_int_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def positive_real(value: object, name: str) -> float:
+    """Return ``value`` (a real number or a tensor: its largest entry, the worst case of
+    per-image values) as a float if it is finite and > 0; else a ``TypeError`` (not a
+    number) or ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Tensor):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if isinstance(value, Tensor):
+        value = value.max() if value.numel() != 1 else value
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value

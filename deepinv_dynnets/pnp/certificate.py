@@ -52,6 +52,7 @@ import torch
 from deepinv.distributed.framework import DistributedProcessing
 from torch import nn
 
+from .._validation import positive_real
 from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.certificates import certify
 from .physics_norms import POWER_SAFETY_FACTOR, operator_sqnorm
@@ -153,15 +154,6 @@ def _tensor_to_float(value) -> float:
     return float(value)
 
 
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | torch.Tensor):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = _tensor_to_float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
 def accepts_alpha(algorithm: str, alpha: float) -> bool:
     """Whether the algorithm's guarantee holds with an ``alpha``-averaged denoiser.
 
@@ -253,12 +245,12 @@ def pnp_certificate(
     algorithm = str(algorithm).upper()
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    stepsize, beta = _positive("stepsize", stepsize), _positive("beta", beta)
+    stepsize, beta = positive_real(stepsize, "stepsize"), positive_real(beta, "beta")
     fidelity_scale(data_fidelity)  # type check
     if not isinstance(denoiser, nn.Module):
         _denoiser_alpha(denoiser)  # a number or None: checked before any work
     norm = operator_sqnorm(physics, img_size)
-    return _check_conditions(
+    return check_conditions(
         physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size
     )
 
@@ -285,7 +277,7 @@ def fidelity_scale(data_fidelity: dinv.optim.DataFidelity | None) -> float | Non
     return scale
 
 
-def _check_conditions(
+def check_conditions(
     physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size=None
 ) -> PnPCertificate:
     # pnp_certificate once its arguments are checked and ||A||^2 is known (norm is

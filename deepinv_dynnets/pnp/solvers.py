@@ -9,14 +9,13 @@ import deepinv as dinv
 import torch
 from torch import nn
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, positive_real
 from ..models.relaxed_denoiser import RelaxedDenoiser
 from .anderson import FixedPointDriver, SafeguardedAnderson
 from .certificate import (
     ALGORITHMS,
     PnPCertificate,
-    _check_conditions,
-    _positive,
+    check_conditions,
     fidelity_scale,
 )
 from .monitor import ConvergenceMonitor
@@ -279,12 +278,12 @@ def convergent_pnp(
         )
     fidelity_scale(data_fidelity)  # type check before any work
     max_iter = check_positive_int(max_iter, "max_iter")
-    thres_conv = _positive("thres_conv", thres_conv)
-    beta = _positive("beta", beta)
+    thres_conv = positive_real(thres_conv, "thres_conv")
+    beta = positive_real(beta, "beta")
     if relaxation != 1:
-        _positive("relaxation", relaxation)
+        positive_real(relaxation, "relaxation")
     if stepsize is not None:
-        stepsize = _positive("stepsize", stepsize)
+        stepsize = positive_real(stepsize, "stepsize")
     if sigma_denoiser is not None:
         sigma_denoiser = _nonnegative("sigma_denoiser", sigma_denoiser)
     norm = operator_sqnorm(physics, img_size)
@@ -293,11 +292,11 @@ def convergent_pnp(
         stepsize = defaults["stepsize"] if stepsize is None else stepsize
         sigma_denoiser = defaults["sigma_denoiser"] if sigma_denoiser is None else sigma_denoiser
     sigma_denoiser = _nonnegative("sigma_denoiser", sigma_denoiser)
-    stepsize = _positive("stepsize", stepsize)
+    stepsize = positive_real(stepsize, "stepsize")
     denoiser = denoiser.eval()
     if relaxation != 1:
         denoiser = RelaxedDenoiser(denoiser, relaxation)
-    certificate = _check_conditions(
+    certificate = check_conditions(
         physics, denoiser, algorithm, stepsize, data_fidelity, beta, g_first, norm, img_size
     )
     options = dict(

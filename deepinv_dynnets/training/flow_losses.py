@@ -237,5 +237,5 @@ def hnn_loss(hnn: HamiltonianNeuralNetwork, x0: Tensor, t: Tensor, y: Tensor) ->
     """
     z = torch.cat([x0.unsqueeze(1), y], dim=1)  # (N, M + 1, 2n)
     gaps = torch.cat([t.new_zeros(t.shape[0], 1), t], dim=1).diff(dim=1).unsqueeze(-1)
-    defects = gaps * hnn._field((z[:, 1:] + z[:, :-1]) / 2) - z.diff(dim=1)
+    defects = gaps * hnn.field((z[:, 1:] + z[:, :-1]) / 2) - z.diff(dim=1)
     return (defects**2).sum() / (gaps**2).sum()
