@@ -99,6 +99,12 @@ def test_activation_table_entries_agree_with_autograd(name):
     if act.inplace is not None:
         fresh = z.detach().clone()
         torch.testing.assert_close(act.inplace(fresh), act.fn(z.detach()))
+    if act.with_derivative is not None:  # the fused forms of the SympFlow potentials
+        value, slope = act.with_derivative(z.detach())
+        torch.testing.assert_close(value, act.fn(z.detach()))
+        torch.testing.assert_close(slope, d1.detach())
+        (d2,) = torch.autograd.grad(d1.sum(), z)
+        torch.testing.assert_close(act.second_from_first(value, slope), d2)
     if act.unit_slope:  # monotone, slopes in [0, 1]: what an averaged step needs
         assert bool((d1 >= 0).all()) and bool((d1 <= 1).all())
     with pytest.raises(ValueError, match="activation must be one of"):

@@ -39,6 +39,10 @@ class Activation:
     :param Callable | None inplace: a variant that overwrites its argument, or ``None``.
     :param bool unit_slope: :math:`s` is monotone with every slope in :math:`[0, 1]` (for
         the parameters it accepts: LeakyReLU with ``negative_slope`` in :math:`[0, 1]`).
+    :param Callable | None with_derivative: :math:`z \mapsto (s(z), s'(z))` computed
+        together, sharing work (the SympFlow potentials' hot path), or ``None``.
+    :param Callable | None second_from_first: :math:`(s, s') \mapsto s''` at the same
+        point, without re-evaluating :math:`s` (their tangents), or ``None``.
 
     :Examples:
 
@@ -56,6 +60,8 @@ class Activation:
     antiderivative: Callable[..., Tensor] | None = None
     inplace: Callable[..., Tensor] | None = None
     unit_slope: bool = False
+    with_derivative: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+    second_from_first: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 def _logcosh(z: Tensor) -> Tensor:
@@ -67,6 +73,18 @@ def _logcosh(z: Tensor) -> Tensor:
 def _sigmoid_second(z: Tensor) -> Tensor:
     s = torch.sigmoid(z)
     return s * (1 - s) * (1 - 2 * s)
+
+
+def _tanh_with_derivative(z: Tensor) -> tuple[Tensor, Tensor]:
+    # tanh(z) = 2 sigmoid(2z) - 1: the same function, but several times faster on CPU,
+    # where torch.sigmoid is vectorised better than torch.tanh.
+    s = 2 * torch.sigmoid(2 * z) - 1
+    return s, 1 - s * s
+
+
+def _sigmoid_with_derivative(z: Tensor) -> tuple[Tensor, Tensor]:
+    s = torch.sigmoid(z)
+    return s, s * (1 - s)
 
 
 def _leaky_derivative(z: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -87,6 +105,8 @@ ACTIVATIONS: dict[str, Activation] = {
             derivative=lambda z: 1 - torch.tanh(z) ** 2,
             second_derivative=lambda z: -2 * torch.tanh(z) * (1 - torch.tanh(z) ** 2),
             antiderivative=_logcosh,
+            with_derivative=_tanh_with_derivative,
+            second_from_first=lambda s, d1: -2 * s * d1,
         ),
         Activation(
             "sigmoid",
@@ -95,6 +115,8 @@ ACTIVATIONS: dict[str, Activation] = {
             second_derivative=_sigmoid_second,
             antiderivative=F.softplus,
             unit_slope=True,  # slope in (0, 1/4]
+            with_derivative=_sigmoid_with_derivative,
+            second_from_first=lambda s, d1: d1 * (1 - 2 * s),
         ),
         Activation(
             "relu",
@@ -118,6 +140,8 @@ ACTIVATIONS: dict[str, Activation] = {
             derivative=torch.sigmoid,
             second_derivative=lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
             unit_slope=True,
+            with_derivative=lambda z: (F.softplus(z), torch.sigmoid(z)),
+            second_from_first=lambda s, d1: d1 * (1 - d1),
         ),
         Activation(
             "sin",
@@ -125,6 +149,8 @@ ACTIVATIONS: dict[str, Activation] = {
             derivative=torch.cos,
             second_derivative=lambda z: -torch.sin(z),
             antiderivative=lambda z: 1 - torch.cos(z),
+            with_derivative=lambda z: (torch.sin(z), torch.cos(z)),
+            second_from_first=lambda s, d1: -s,
         ),
         Activation("elu", F.elu),
         Activation("gelu", F.gelu),

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_positive
+from ..dynamics.activations import ACTIVATIONS
 from ..pretrained import load_weights, resolve_weights, save_weights
 from .base import NeuralFlow
 from .potentials import POTENTIAL_ACTIVATIONS
@@ -60,7 +61,7 @@ class PINNFlow(NeuralFlow):
         self.config = dict(
             dim=self.dim, width=width, depth=depth, activation=activation, dt=self.dt
         )
-        self._act = POTENTIAL_ACTIVATIONS[activation]
+        self._act = ACTIVATIONS[activation].with_derivative
         sizes = [dim + 1] + [width] * depth + [dim]
         self.layers = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)

@@ -15,40 +15,19 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..dynamics.activations import ACTIVATIONS
+
 __all__ = ["MLPPotential", "POTENTIAL_ACTIVATIONS"]
 
 
-def _tanh(a: Tensor) -> tuple[Tensor, Tensor]:
-    # tanh(a) = 2 sigmoid(2a) - 1: the same function, but several times faster on CPU,
-    # where torch.sigmoid is vectorised better than torch.tanh.
-    s = 2 * torch.sigmoid(2 * a) - 1
-    return s, 1 - s * s
-
-
-def _sigmoid(a: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(a)
-    return s, s * (1 - s)
-
-
-def _softplus(a: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.nn.functional.softplus(a), torch.sigmoid(a)
-
-
-def _sin(a: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.sin(a), torch.cos(a)
-
-
-#: The activations of the flows' MLPs: name -> ``a -> (sigma(a), sigma'(a))``, evaluated
-#: together to share work. (The package's table, :mod:`deepinv_dynnets.dynamics.activations`,
-#: has no ``sin`` and computes the two separately.)
-POTENTIAL_ACTIVATIONS = {"tanh": _tanh, "sigmoid": _sigmoid, "softplus": _softplus, "sin": _sin}
-# (sigma, sigma') -> sigma'', only needed for tangents.
-_SECOND = {
-    "tanh": lambda s, d1: -2 * s * d1,
-    "sigmoid": lambda s, d1: d1 * (1 - 2 * s),
-    "softplus": lambda s, d1: d1 * (1 - d1),
-    "sin": lambda s, d1: -s,
-}
+#: The activations the potentials accept: those of the package's table
+#: (:mod:`deepinv_dynnets.dynamics.activations`) with the value and derivative computed
+#: together and the second derivative from them, which the closed-form derivatives need.
+POTENTIAL_ACTIVATIONS = tuple(
+    name
+    for name, act in ACTIVATIONS.items()
+    if act.with_derivative is not None and act.second_from_first is not None
+)
 
 
 class MLPPotential(nn.Module):
@@ -84,8 +63,8 @@ class MLPPotential(nn.Module):
                 f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
             )
         self.n, self.width, self.depth, self.activation = n, width, depth, activation
-        self._act = POTENTIAL_ACTIVATIONS[activation]
-        self._second = _SECOND[activation]
+        self._act = ACTIVATIONS[activation].with_derivative
+        self._second = ACTIVATIONS[activation].second_from_first
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         fan_in = n + 1
