@@ -91,7 +91,7 @@ def test_activation_table_entries_agree_with_autograd(name):
     if act.derivative is not None:
         torch.testing.assert_close(act.derivative(z), d1)
     if act.second_derivative is not None:
-        (d2,) = torch.autograd.grad(d1.sum(), z)
+        (d2,) = torch.autograd.grad(d1.sum(), z, retain_graph=True)
         torch.testing.assert_close(act.second_derivative(z), d2)
     if act.antiderivative is not None:
         (g,) = torch.autograd.grad(act.antiderivative(z).sum(), z)
