@@ -179,3 +179,20 @@ def test_bad_arguments():
         power_iteration(lambda x: x, lambda x: x, torch.zeros(3), 1)
     with pytest.raises(ValueError, match="n_iter"):
         power_iteration(lambda x: x, lambda x: x, torch.ones(3), -1)
+
+
+def test_power_iteration_stops_at_its_relative_tolerance():
+    # With rtol, the iteration stops once two Rayleigh quotients agree, and still converges.
+    A = torch.diag(torch.tensor([3.0, 2.9, 1.0], dtype=torch.float64))
+    calls = []
+
+    def op(x):
+        calls.append(1)
+        return A @ x
+
+    s, _ = power_iteration(op, lambda y: A.T @ y, torch.ones(3, dtype=torch.float64), 10_000, 1e-6)
+    assert len(calls) < 2_000 and abs(float(s) - 3.0) < 1e-2
+    full, _ = power_iteration(
+        lambda x: A @ x, lambda y: A.T @ y, torch.ones(3, dtype=torch.float64), 10_000
+    )
+    assert abs(float(full) - 3.0) < 1e-12

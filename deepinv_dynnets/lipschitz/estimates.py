@@ -22,6 +22,7 @@ def power_iteration(
     adjoint: Callable[[Tensor], Tensor],
     x0: Tensor,
     n_iter: int = 1,
+    rtol: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Power iteration on :math:`A^\top A`: a lower estimate of :math:`\|A\|_2`.
 
@@ -45,7 +46,9 @@ def power_iteration(
     :param Callable op: :math:`x \mapsto Ax`.
     :param Callable adjoint: :math:`y \mapsto A^\top y`.
     :param torch.Tensor x0: starting vector (any shape ``op`` accepts), finite and non-zero.
-    :param int n_iter: number of iterations :math:`T \ge 0`.
+    :param int n_iter: number of iterations :math:`T \ge 0` (at most, with ``rtol``).
+    :param float | None rtol: stop early once two successive Rayleigh quotients
+        :math:`v_t^\top A^\top A v_t` agree to this relative tolerance.
     :return: ``(estimate, vector)``: the 0-d tensor :math:`\hat s` and the unit vector
         :math:`v_T` (detached), to be reused as the next ``x0``.
 
@@ -67,12 +70,18 @@ def power_iteration(
         if not bool(torch.isfinite(norm)) or float(norm) == 0:
             raise ValueError("x0 must be finite and non-zero")
         v = x0.detach() / norm
+        previous = None
         for _ in range(int(n_iter)):
             w = adjoint(op(v))
             wn = torch.linalg.vector_norm(w)
             if float(wn) == 0:  # v lies in the kernel of A: keep it, the estimate is 0
                 break
+            rayleigh = float(torch.vdot(v.flatten(), w.flatten()))  # ||A v||^2, ||v|| = 1
             v = w / wn
+            if rtol is not None:
+                if previous is not None and abs(rayleigh - previous) <= rtol * abs(rayleigh):
+                    break
+                previous = rayleigh
     return torch.linalg.vector_norm(op(v)), v
 
 
