@@ -39,6 +39,7 @@ __all__ = [
     "read_card",
     "resolve_weights",
     "load_denoiser",
+    "build_from_card",
 ]
 
 #: The folder of the shipped weights (inside the package: nothing is downloaded).
@@ -419,3 +420,35 @@ def _kind_of(path: Path) -> str:
         kind = read_card(path).get("kind")
         return kind if isinstance(kind, str) else "unknown"
     return _legacy_file(path, "cpu")[1]
+
+
+def build_from_card(cls: type[nn.Module], state: dict, card: dict, path: str | Path) -> nn.Module:
+    """Build ``cls(**card["config"])`` and load ``state`` into it strictly, in eval mode.
+
+    :param type cls: the model class.
+    :param dict state: a state dict (from :func:`load_weights`).
+    :param dict card: its model card (from :func:`load_weights`).
+    :param path: the file, for the error messages.
+    :raises ValueError: the card has no config, or the weights do not fit it.
+
+    :Examples:
+
+        >>> import pathlib, tempfile
+        >>> from deepinv_dynnets import SympFlow
+        >>> from deepinv_dynnets.pretrained import build_from_card, load_weights
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "f.pt"
+        >>> SympFlow(2, n_layers=1, width=4).save(path)
+        >>> build_from_card(SympFlow, *load_weights(path, kind="sympflow"), path).dim
+        2
+    """
+    config = card.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} has no {cls.__name__} config in its model card")
+    try:
+        model = cls(**config)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(
+            f"{path} holds weights of a different architecture than its config says: {err}"
+        ) from err
+    return model.eval()

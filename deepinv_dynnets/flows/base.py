@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validation import check_monotone_grid
+from .._validation import check_monotone_grid, check_positive
 from .symplectic import check_phase_space
 
 __all__ = ["NeuralFlow", "check_time_grid", "check_sample_time_grids", "PROGRESS_MIN_STEPS"]
@@ -104,6 +104,15 @@ def _check_time_value(t: Tensor | float, name: str = "t") -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite time, got {value}")
     return value
+
+
+def check_flow_config(dim: object, dt: object) -> tuple[int, float]:
+    r"""Return ``(dim, dt)`` of a flow if ``dim`` is an even phase-space dimension
+    :math:`2n \ge 2` and ``dt`` a finite number > 0, else raise a ``ValueError``."""
+    if isinstance(dim, bool) or int(dim) != dim or dim < 2 or dim % 2:
+        raise ValueError(f"dim must be an even phase-space dimension 2n >= 2 (q then p), got {dim}")
+    check_positive(dt, "dt")
+    return int(dim), float(dt)
 
 
 class NeuralFlow(nn.Module, ABC):

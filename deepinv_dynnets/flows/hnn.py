@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor
 
-from .._validation import check_positive, check_positive_int
-from .base import NeuralFlow
-from .potentials import POTENTIAL_ACTIVATIONS, MLPPotential
+from .._validation import check_positive_int
+from .base import NeuralFlow, check_flow_config
+from .potentials import MLPPotential, check_potential_activation
 from .symplectic import apply_J
 
 __all__ = ["HamiltonianNeuralNetwork", "HNN"]
@@ -80,13 +80,8 @@ class HamiltonianNeuralNetwork(NeuralFlow):
         max_iter: int = 100,
     ):
         super().__init__()
-        if int(dim) != dim or dim < 2 or dim % 2:
-            raise ValueError(f"dim must be an even phase-space dimension 2n >= 2, got {dim}")
-        if activation not in POTENTIAL_ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
-            )
-        check_positive(dt, "dt")
+        dim, dt = check_flow_config(dim, dt)
+        check_potential_activation(activation)
         self.max_iter = check_positive_int(max_iter, "max_iter")
         self.dim, self.dt = int(dim), float(dt)
         self.config = dict(

@@ -7,11 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive
 from ..dynamics.activations import ACTIVATIONS
-from ..pretrained import load_weights, resolve_weights, save_weights
-from .base import NeuralFlow
-from .potentials import POTENTIAL_ACTIVATIONS
+from ..pretrained import build_from_card, load_weights, resolve_weights, save_weights
+from .base import NeuralFlow, check_flow_config
+from .potentials import check_potential_activation
 
 __all__ = ["PINNFlow"]
 
@@ -50,13 +49,8 @@ class PINNFlow(NeuralFlow):
         dt: float = 1.0,
     ):
         super().__init__()
-        if int(dim) != dim or dim < 2 or dim % 2:
-            raise ValueError(f"dim must be an even phase-space dimension 2n >= 2, got {dim}")
-        if activation not in POTENTIAL_ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
-            )
-        check_positive(dt, "dt")
+        dim, dt = check_flow_config(dim, dt)
+        check_potential_activation(activation)
         self.dim, self.dt = int(dim), float(dt)
         self.config = dict(
             dim=self.dim, width=width, depth=depth, activation=activation, dt=self.dt
@@ -115,14 +109,4 @@ class PINNFlow(NeuralFlow):
         """
         path = resolve_weights(path, "pinn")
         state, card = load_weights(path, kind="pinn", map_location=map_location)
-        config = card.get("config")
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} has no PINNFlow config in its model card")
-        try:
-            flow = cls(**config)
-            flow.load_state_dict(state, strict=True)
-        except (TypeError, RuntimeError) as err:
-            raise ValueError(
-                f"{path} holds weights of a different architecture than its config says: {err}"
-            ) from err
-        return flow.eval()
+        return build_from_card(cls, state, card, path)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..dynamics.activations import ACTIVATIONS
 
-__all__ = ["MLPPotential", "POTENTIAL_ACTIVATIONS"]
+__all__ = ["MLPPotential", "POTENTIAL_ACTIVATIONS", "check_potential_activation"]
 
 
 #: The activations the potentials accept: those of the package's table
@@ -28,6 +28,16 @@ POTENTIAL_ACTIVATIONS = tuple(
     for name, act in ACTIVATIONS.items()
     if act.with_derivative is not None and act.second_from_first is not None
 )
+
+
+def check_potential_activation(activation: object) -> str:
+    """Return ``activation`` if it is one of :data:`POTENTIAL_ACTIVATIONS`, else raise a
+    ``ValueError`` naming the argument (the flows' MLPs need its fused derivatives)."""
+    if activation not in POTENTIAL_ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
+        )
+    return activation
 
 
 class MLPPotential(nn.Module):
@@ -58,10 +68,7 @@ class MLPPotential(nn.Module):
         super().__init__()
         if n < 1 or width < 1 or depth < 1:
             raise ValueError(f"n, width and depth must be >= 1, got {n}, {width}, {depth}")
-        if activation not in POTENTIAL_ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(POTENTIAL_ACTIVATIONS)}, got {activation!r}"
-            )
+        check_potential_activation(activation)
         self.n, self.width, self.depth, self.activation = n, width, depth, activation
         self._act = ACTIVATIONS[activation].with_derivative
         self._second = ACTIVATIONS[activation].second_from_first

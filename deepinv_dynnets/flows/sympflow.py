@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive
-from ..pretrained import SHIPPED, load_weights, resolve_weights, save_weights
-from .base import NeuralFlow
+from ..pretrained import SHIPPED, build_from_card, load_weights, resolve_weights, save_weights
+from .base import NeuralFlow, check_flow_config
 from .fast_rollout import compiled_powers, kernel_available
 from .potentials import MLPPotential
 from .symplectic import apply_J
@@ -108,13 +107,9 @@ class SympFlow(NeuralFlow):
         dt: float = 1.0,
     ):
         super().__init__()
-        if int(dim) != dim or dim < 2 or dim % 2:
-            raise ValueError(
-                f"dim must be an even phase-space dimension 2n >= 2 (q then p), got {dim}"
-            )
+        dim, dt = check_flow_config(dim, dt)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        check_positive(dt, "dt")
         self.config = dict(
             dim=int(dim),
             n_layers=int(n_layers),
@@ -351,16 +346,7 @@ class SympFlow(NeuralFlow):
             state, card = load_weights(path, kind="sympflow", map_location=map_location)
         except ValueError as err:
             raise ValueError(f"not a SympFlow weights file: {err}") from err
-        config = card.get("config")
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} has no SympFlow config in its model card")
-        try:
-            flow = cls(**config)
-            flow.load_state_dict(state, strict=True)
-        except (TypeError, RuntimeError) as err:
-            raise ValueError(
-                f"{path} holds weights of a different architecture than its config says: {err}"
-            ) from err
+        flow = build_from_card(cls, state, card, path)
         flow.metadata = {k: v for k, v in card.items() if k not in _CARD_FORMAT_KEYS}
         return flow.eval()
 
