@@ -10,9 +10,9 @@ import torch
 from deepinv.models import DnCNN
 from PIL import Image
 
-from deepinv_dynnets.data import load_images
+from deepinv_dynnets.data import ImagePatches, load_images
 from deepinv_dynnets.models import EulerDenoiser
-from deepinv_dynnets.training import ImagePatches, TrainingRecord, evaluate_psnr, train_denoiser
+from deepinv_dynnets.training import TrainingRecord, evaluate_psnr, train_denoiser
 
 SIZES = [(37, 31), (33, 41), (40, 35)]  # (H, W), odd on purpose
 

@@ -1,6 +1,6 @@
 """Training: one loop (:func:`fit`) for the denoisers and the flows, and one record.
 
-- :func:`train_denoiser` trains an image denoiser on patches (:class:`ImagePatches`);
+- :func:`train_denoiser` trains an image denoiser on patches (:class:`~deepinv_dynnets.data.ImagePatches`);
 - :func:`train_unsupervised` and :func:`train_supervised` train a learned flow,
   :func:`train_hnn` the HNN baseline;
 - both run :func:`fit` (Adam, cosine schedule, gradient clipping, resumable checkpoints,
@@ -9,7 +9,7 @@
   :func:`distributed_run`, DistributedDataParallel, a global batch shared among them).
 """
 
-from .denoiser import DEFAULT_VAL_SIGMAS, ImagePatches, evaluate_psnr, train_denoiser
+from .denoiser import DEFAULT_VAL_SIGMAS, evaluate_psnr, train_denoiser
 from .distributed import distributed_run, is_main_process, launched_by_torchrun
 from .flow import refine_lbfgs, train_hnn, train_supervised, train_unsupervised
 from .flow_losses import (
@@ -36,7 +36,6 @@ __all__ = [
     "is_main_process",
     "relative_path",
     "train_denoiser",
-    "ImagePatches",
     "evaluate_psnr",
     "DEFAULT_VAL_SIGMAS",
     "train_unsupervised",

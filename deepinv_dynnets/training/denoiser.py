@@ -26,107 +26,18 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validation import check_channels, check_positive_int
-from ..data import load_images
+from .._validation import check_positive_int
+from ..data import ImagePatches, load_images
 from ..metrics import psnr
 from .distributed import objective, rank, shard, shard_weight
 from .loop import check_loop_arguments, fit
 from .record import TrainingRecord, relative_path, world_size
 
-__all__ = ["DEFAULT_VAL_SIGMAS", "ImagePatches", "evaluate_psnr", "train_denoiser"]
+__all__ = ["DEFAULT_VAL_SIGMAS", "evaluate_psnr", "train_denoiser"]
 
 #: Default validation noise levels: 15, 25 and 50 on the 0-255 scale.
 DEFAULT_VAL_SIGMAS = (15 / 255, 25 / 255, 50 / 255)
 _VAL_NOISE_SEED = 2024  # fixed: the same noisy validation images at every epoch and run
-
-
-class ImagePatches(torch.utils.data.Dataset):
-    r"""Random square patches of the images of a folder, loaded once into memory.
-
-    One epoch is ``patches_per_image`` patches of every image: item ``i`` is a uniformly
-    random ``patch_size`` :math:`\times` ``patch_size`` crop of image
-    ``i // patches_per_image``, with (if ``augment``) one of the 8 symmetries of the square
-    (a random ``rot90`` and a random flip). The randomness of item ``i`` depends only on
-    ``seed``, the epoch set by :meth:`set_epoch` and ``i``, so an epoch is reproducible
-    (also with several ``DataLoader`` workers and after resuming a run); ``seed=None`` draws
-    a seed from PyTorch's global generator.
-
-    :param str | pathlib.Path folder: folder of images (see
-        :func:`~deepinv_dynnets.data.load_images`).
-    :param int patch_size: side of the patches; every image must be at least this large.
-    :param int patches_per_image: patches of each image per epoch.
-    :param int channels: 1 (grayscale) or 3 (RGB).
-    :param bool augment: random flips and rotations by multiples of 90 degrees.
-    :param int | None seed: seed of the crops and augmentations.
-    :param exclude: file-name patterns of images to leave out.
-    :raises ValueError: missing or empty folder, bad ``channels``, an image smaller than
-        ``patch_size``.
-
-    :Examples:
-
-        >>> import tempfile, numpy as np
-        >>> from PIL import Image
-        >>> from deepinv_dynnets.training import ImagePatches
-        >>> folder = tempfile.mkdtemp()
-        >>> Image.fromarray(np.zeros((20, 30), np.uint8)).save(f"{folder}/a.png")
-        >>> data = ImagePatches(folder, patch_size=8, patches_per_image=4, seed=0)
-        >>> len(data), data[0].shape
-        (4, torch.Size([1, 8, 8]))
-    """
-
-    def __init__(
-        self,
-        folder: str | Path,
-        patch_size: int = 40,
-        patches_per_image: int = 16,
-        channels: int = 1,
-        augment: bool = True,
-        seed: int | None = None,
-        exclude: Sequence[str] = (),
-    ):
-        channels = check_channels(channels)
-        patch_size = check_positive_int(patch_size, "patch_size")
-        patches_per_image = check_positive_int(patches_per_image, "patches_per_image")
-        self.images = load_images(folder, channels, exclude=exclude)
-        small = [tuple(im.shape[1:]) for im in self.images if min(im.shape[1:]) < patch_size]
-        if small:
-            raise ValueError(
-                f"patch_size {patch_size} is larger than some images of {str(folder)!r} "
-                f"(e.g. H x W = {small[0][0]} x {small[0][1]})"
-            )
-        self.folder = Path(folder)
-        self.patch_size = patch_size
-        self.patches_per_image = patches_per_image
-        self.channels = channels
-        self.augment = bool(augment)
-        self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the crops of epoch ``epoch`` (each epoch has its own)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.images) * self.patches_per_image
-
-    def __getitem__(self, index: int) -> Tensor:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} patches")
-        g = torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + self.epoch * len(self) + int(index)) % (2**63 - 1)
-        )
-        image = self.images[index // self.patches_per_image]
-        p = self.patch_size
-        h, w = image.shape[1:]
-        top = int(torch.randint(0, h - p + 1, (), generator=g))
-        left = int(torch.randint(0, w - p + 1, (), generator=g))
-        patch = image[:, top : top + p, left : left + p]
-        if self.augment:
-            k = int(torch.randint(0, 4, (), generator=g))
-            patch = torch.rot90(patch, k, dims=(1, 2))
-            if int(torch.randint(0, 2, (), generator=g)):
-                patch = patch.flip(2)
-        return patch.contiguous()
 
 
 @torch.no_grad()
@@ -265,7 +176,7 @@ def train_denoiser(
     r"""Train a denoiser on noisy/clean patches with the MSE loss.
 
     Every epoch visits ``patches_per_image`` random, augmented patches of every training
-    image (:class:`ImagePatches`) in a shuffled order, in mini-batches of ``batch_size``.
+    image (:class:`~deepinv_dynnets.data.ImagePatches`) in a shuffled order, in mini-batches of ``batch_size``.
     Each image :math:`i` of a batch gets its own noise level :math:`\sigma_i`, uniform in
     ``sigma_range`` (or uniform among the fixed levels ``sigmas``), passed to the model as a
     ``(B,)`` tensor, ``model(x + sigma * noise, sigma)``. The loop is
