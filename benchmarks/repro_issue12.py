@@ -7,7 +7,8 @@ configuration; and, with --denoise, a ``denoise_*.json`` against
 ``benchmarks/results/denoise_gray.json``. Writes the differences (PSNR, iterations to the
 1e-5 residual, wall time) to --out, with --note for what the numbers cannot show.
 
-    python benchmarks/repro_issue12.py --runs /tmp/repro --denoise /tmp/repro/denoise/denoise_set12.json
+    python benchmarks/repro_issue12.py --runs /tmp/repro --denoise /tmp/repro/denoise/denoise_set12.json \\
+        --committed /tmp/records_7300c9c --committed-commit 7300c9c
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def gather(folder: Path, stem: str) -> tuple[list[dict], list[str]]:
     return runs, commands
 
 
-def compare_pnp(folder: Path, committed: Path) -> dict:
+def compare_pnp(folder: Path, committed: Path, label: str) -> dict:
     out = {}
     for name, (record, stem) in RECORDS.items():
         reference = {
@@ -50,7 +51,7 @@ def compare_pnp(folder: Path, committed: Path) -> dict:
         accelerated, acc_cmds = gather(folder, f"pnp_deblur_{stem}")
         if not plain and not accelerated:
             continue
-        row = {"committed_record": f"benchmarks/results/{record}.json"}
+        row = {"committed_record": f"benchmarks/results/{record}.json{label}"}
         if plain:
             row["off"] = {
                 "commands": plain_cmds,
@@ -127,11 +128,15 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True, help="folder of rerun PnP records")
     parser.add_argument("--denoise", type=Path, help="a rerun denoise_*.json")
     parser.add_argument("--committed", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--committed-commit", default="", help="the commit the --committed records come from"
+    )
     parser.add_argument("--note", default="", help="what the numbers cannot show")
     parser.add_argument("--extra", type=Path, help="JSON merged into the record")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "repro_issue12.json")
     args = parser.parse_args()
-    pnp = compare_pnp(args.runs, args.committed)
+    label = f" at commit {args.committed_commit}" if args.committed_commit else ""
+    pnp = compare_pnp(args.runs, args.committed, label)
     plain = [r["off"] for r in pnp.values() if "off" in r]
     worst = max((r["max_abs_dpsnr_vs_committed"] for r in plain), default=None)
     its = sorted({d for r in plain for d in r["iteration_differences_vs_committed"]})
