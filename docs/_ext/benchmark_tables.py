@@ -295,7 +295,7 @@ def _repro_table(results: Path) -> list[str]:
         return ["*No reproduction record: see* ``benchmarks/results/repro_issue12.json``."]
     data = json.loads(path.read_text())
     lines = [
-        data["summary"],
+        data["summary"].replace("|", "\\|"),  # plain text: "|x|" would be a substitution
         "",
         ".. list-table:: PnP runs rerun after the refactor, against the committed records",
         "   :header-rows: 1",
