@@ -2,7 +2,7 @@
 
 from .anderson import SafeguardedAnderson
 from .certificate import ALGORITHMS, PnPCertificate, accepts_alpha, pnp_certificate
-from .deblurring import DeblurResult, deblur
+from .deblurring import DeblurResult, blur_physics, deblur
 from .monitor import ConvergenceMonitor, MonitorReport
 from .physics_norms import POWER_SAFETY_FACTOR, operator_sqnorm
 from .solvers import convergent_pnp, default_parameters
@@ -20,5 +20,6 @@ __all__ = [
     "convergent_pnp",
     "default_parameters",
     "deblur",
+    "blur_physics",
     "DeblurResult",
 ]
