@@ -142,6 +142,31 @@ def _check_shardable(n: int, name: str) -> None:
         )
 
 
+def _trajectory_batches(kind, model, x0, t, y, epochs, batch_size, lr, seed):
+    # The random mini-batches of trajectories and the record's settings, shared by the
+    # trainers on (x0, t, y) data: the generator is checkpointed by _fit_flow.
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(batch_size, x0.shape[0])
+    _check_shardable(batch_size, "batch_size")
+    settings = dict(
+        kind=kind,
+        flow=type(model).__name__,
+        config=model.config,
+        epochs=epochs,
+        n_trajectories=x0.shape[0],
+        n_times=t.shape[1],
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
+
+    def draw() -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
+        return x0[idx], t[idx], y[idx]
+
+    return generator, draw, settings
+
+
 def _fit_flow(
     flow: NeuralFlow,
     draw,
@@ -352,25 +377,10 @@ def train_supervised(
     batch_size = check_positive_int(batch_size, "batch_size")
     check_trajectories(flow, x0, t, y)
     horizon = check_horizon(flow, t, horizon)
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = min(batch_size, x0.shape[0])
-    _check_shardable(batch_size, "batch_size")
-    settings = dict(
-        kind="supervised",
-        flow=type(flow).__name__,
-        config=flow.config,
-        epochs=epochs,
-        n_trajectories=x0.shape[0],
-        n_times=t.shape[1],
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        horizon=horizon,
+    generator, draw, settings = _trajectory_batches(
+        "supervised", flow, x0, t, y, epochs, batch_size, lr, seed
     )
-
-    def draw() -> tuple[Tensor, Tensor, Tensor]:
-        idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
-        return x0[idx], t[idx], y[idx]
+    settings["horizon"] = horizon
 
     def loss_terms(model: NeuralFlow, x0_: Tensor, t_: Tensor, y_: Tensor) -> Tensor:
         return supervised_loss(model, x0_, t_, y_).unsqueeze(0)
@@ -432,24 +442,9 @@ def train_hnn(
             "t must be positive and strictly increasing along each trajectory (finite "
             "differences divide by the gaps)"
         )
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = min(batch_size, x0.shape[0])
-    _check_shardable(batch_size, "batch_size")
-    settings = dict(
-        kind="hnn",
-        flow=type(hnn).__name__,
-        config=hnn.config,
-        epochs=epochs,
-        n_trajectories=x0.shape[0],
-        n_times=t.shape[1],
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
+    generator, draw, settings = _trajectory_batches(
+        "hnn", hnn, x0, t, y, epochs, batch_size, lr, seed
     )
-
-    def draw() -> tuple[Tensor, Tensor, Tensor]:
-        idx = torch.randperm(x0.shape[0], generator=generator)[:batch_size].to(x0.device)
-        return x0[idx], t[idx], y[idx]
 
     def loss_terms(model: HamiltonianNeuralNetwork, x0_: Tensor, t_: Tensor, y_: Tensor):
         return hnn_loss(model, x0_, t_, y_).unsqueeze(0)
