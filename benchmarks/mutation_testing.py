@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fnmatch
 import hashlib
 import json
 import os
@@ -48,10 +49,21 @@ MODULES = {
     "lipschitz/averagedness.py": ["auto"],
     "lipschitz/operator_norms.py": ["auto"],
     "lipschitz/certificates.py": ["auto"],
+    "lipschitz/estimates.py": ["auto"],
+    # the averaged Euler step and its step-size control; the denoiser stacks these steps
+    "dynamics/averaged_step.py": [
+        "auto",
+        "tests/test_euler_denoiser.py",
+        "tests/test_euler_denoiser_inputs.py",
+        "tests/test_certificates_tight.py",
+        "tests/test_guarantee_audit.py",
+    ],
     "models/euler_denoiser.py": ["auto"],
     "pnp/certificate.py": ["auto"],
     "pnp/monitor.py": ["auto"],
     "flows/sympflow.py": ["auto"],
+    # the canonical symplectic matrix J (SympFlow's own updates are in sympflow.py)
+    "flows/symplectic.py": ["auto"],
 }
 
 # Tests left out of mutation runs: they re-check the shipped weights (seconds each, run for
@@ -251,8 +263,12 @@ def mutate(
         if not meta.exists():
             raise SystemExit(f"mutmut produced no results for {module}:\n{out[-4000:]}")
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
-        if only:
-            exit_codes = {name: exit_codes.get(name) for name in only}
+        if only:  # names, or fnmatch patterns of names
+            exit_codes = {
+                name: code
+                for name, code in exit_codes.items()
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in only)
+            }
         source = (work / PACKAGE / module).read_bytes()
         counts: dict[str, int] = {}
         for exit_code in exit_codes.values():
@@ -281,6 +297,11 @@ def mutate(
             "mutmut_exit_code": code,
             "survivors": survivors,
             "unreviewed": sum(s["review"] is None for s in survivors),
+            **({"selected": sorted(exit_codes)} if only else {}),
+            # what the budget left: --recheck runs these too
+            "not_checked": sorted(
+                n for n, c in exit_codes.items() if status_by_exit_code[c] == "not checked"
+            ),
             "source": "working tree" if worktree else "HEAD",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit,
@@ -302,12 +323,23 @@ def _score(counts: dict[str, int]) -> float | None:
 
 
 def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
-    """Rerun the survivors of a recorded run with today's tests and update the record."""
+    """Rerun the survivors of a recorded run with today's tests, and the mutants its budget
+    left unchecked (``not_checked``, or ``--also`` patterns for records without that list),
+    and update the record."""
     previous = json.loads(args.recheck.read_text())
     if previous["module"] != f"{PACKAGE}/{module}":
         raise SystemExit(f"{args.recheck} records {previous['module']}, not {module}")
-    names = [s["mutant"] for s in previous["survivors"]]
-    now = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep, names)
+    survivors = {s["mutant"]: s for s in previous["survivors"]}
+    unchecked = [*previous.get("not_checked", []), *(args.also or [])]
+    now = mutate(
+        module,
+        spec,
+        args.budget,
+        args.exclude or None,
+        args.worktree,
+        args.keep,
+        [*survivors, *unchecked],
+    )
     recorded = (
         previous.get("module_sha256")
         or hashlib.sha256(
@@ -321,21 +353,46 @@ def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
     )
     if now["module_sha256"] != recorded:
         raise SystemExit(f"{module} changed since {args.recheck}: run it in full")
-    if now["counts"].get("not checked"):
-        raise SystemExit(f"the budget ran out before every survivor was rerun: {now['counts']}")
+    # a survivor the budget did not reach stays a survivor, with its recorded review
+    left = [n for n in now["not_checked"] if n in survivors]
+    still = now["survivors"] + [survivors[n] for n in left]
+    newly = [n for n in now.pop("selected") if n not in survivors]  # unchecked until now
     counts = dict(previous["counts"])
-    counts["survived"] = now["counts"].get("survived", 0)
+    counts["not checked"] = counts.get("not checked", 0) - len(newly)
+    if counts["not checked"] < 0:
+        raise SystemExit(
+            f"{len(newly)} unchecked mutants selected, but {args.recheck} records "
+            f"{previous['counts'].get('not checked', 0)}: --also matched checked ones"
+        )
+    counts["not checked"] += len(now["not_checked"]) - len(left)
+    counts["survived"] = len(still)
     counts["killed"] = counts.get("killed", 0) + now["counts"].get("killed", 0)
     counts["timeout"] = counts.get("timeout", 0) + now["counts"].get("timeout", 0)
     counts = {k: v for k, v in counts.items() if v}
+    earlier = previous.get("rechecked") or []
+    earlier = [earlier] if isinstance(earlier, dict) else earlier
+    command = " ".join(
+        [
+            f"--recheck {args.recheck.name}",
+            *([f"--also '{p}'" for p in args.also] if args.also else []),
+            *([f"--tests {' '.join(args.tests)}"] if args.tests else []),
+            f"--budget {args.budget:g}",
+        ]
+    )
     record = previous | {
         "counts": counts,
         "score": _score(counts),
-        "survivors": now["survivors"],
-        "unreviewed": now["unreviewed"],
-        "tests": now["tests"],
-        "rechecked": {k: now[k] for k in ("date", "commit", "wall_s")} | {"survivors": len(names)},
-        "command": previous["command"] + f"; then --recheck {args.recheck.name}",
+        "complete": "not checked" not in counts,
+        "survivors": still,
+        "unreviewed": sum(s["review"] is None for s in still),
+        "not_checked": [n for n in now["not_checked"] if n not in survivors],
+        "tests": sorted(set(previous["tests"]) | set(now["tests"])),
+        "rechecked": [
+            *earlier,
+            {k: now[k] for k in ("date", "commit", "wall_s", "tests", "excluded")}
+            | {"survivors": len(survivors), "unchecked": len(newly), "command": command},
+        ],
+        "command": previous["command"] + f"; then {command}",
     }
     args.recheck.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return _report(record, args.recheck)
@@ -380,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="JSON",
         help="apply today's REVIEWED to the survivors recorded in JSON (runs nothing)",
+    )
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        metavar="PATTERN",
+        help="with --recheck: also run the mutants matching these fnmatch patterns (mutants "
+        "a budget left unchecked, in a record without its not_checked list)",
     )
     parser.add_argument(
         "--recheck",

@@ -161,10 +161,16 @@ def test_tiles_keep_the_constants_and_circulant_needs_a_full_tile():
         cert = certify(Tiled(inner, (8, 6)), "circulant", input_size=size)
         expected = conv2d_norm_bound(kernel, "circulant", input_size=size) ** 2
         assert cert.blocks[0]["sqnorm"] == expected
-    for size in ((7, 6), (8, 5)):
+    for size in ((7, 6), (8, 5), (7, 9), (9, 5)):
         with pytest.raises(ValueError, match="must be at least the tile size"):
             certify(Tiled(inner, (8, 6)), "circulant", input_size=size)
     # without an input_size circulant is refused by the norm bound itself, not here
+    with pytest.raises(ValueError, match="method='circulant' needs input_size"):
+        certify(Tiled(inner, (8, 6)), "circulant")
+    with pytest.raises(ValueError, match="input_size must be >= 1, got 0"):
+        certify(Tiled(inner, (8, 6)), "circulant", input_size=0)
+    one = certify(Tiled(inner, (1, 1)), "circulant", input_size=1)
+    assert one.blocks[0]["sqnorm"] == conv2d_norm_bound(kernel, "circulant", input_size=1) ** 2
     loose = Blocks([{"weight": _diag(2.0), "h": 1.0, "alpha": 0.5}])
     assert certify(Tiled(loose, (4, 4))).reason.endswith(
         "of: some layer has h * ||A||^2 > 2: Lipschitz bound only"
@@ -219,7 +225,10 @@ def test_single_convolutions_certified_exactly_where_the_bound_holds(padding_mod
     conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode=padding_mode)
     cert = certify(conv)
     assert cert.lipschitz == conv2d_norm_bound(conv.weight) and cert.method == "fourier"
-    assert cert.reason.startswith("a single linear layer") and cert.alpha is None
+    assert (
+        cert.reason == "a single linear layer: Lipschitz bound only (the bias does not change it)"
+    )
+    assert cert.alpha is None
     assert certify(conv, "gram", n_iter=3).lipschitz == conv2d_norm_bound(
         conv.weight, "gram", n_iter=3
     )
