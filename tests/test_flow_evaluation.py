@@ -1,9 +1,10 @@
-"""time_rollout reports evaluation counts and the thread setting beside its timings."""
+"""The timers report evaluation counts, CPU time and the thread setting beside wall times."""
 
 import torch
+from torchdiffeq import odeint
 
 from deepinv_dynnets import SympFlow
-from deepinv_dynnets.flows.evaluation import time_long_rollout, time_rollout
+from deepinv_dynnets.flows.evaluation import time_long_rollout, time_odeint, time_rollout
 from deepinv_dynnets.flows.fast_rollout import kernel_available
 from deepinv_dynnets.systems import HarmonicOscillator
 
@@ -22,6 +23,18 @@ def test_time_rollout_counts_the_work_of_both_sides():
     assert timing["odeint_evaluations"] == len(calls) > 0
     assert timing["threads"] == torch.get_num_threads()
     assert timing["flow_s"] > 0 and timing["odeint_s"] > 0
+    assert timing["flow_cpu_s"] >= 0 and timing["odeint_cpu_s"] >= 0
+
+
+def test_time_odeint_returns_the_solution_it_timed():
+    system = HarmonicOscillator()
+    y0 = torch.rand(5, 2, dtype=torch.float64)
+    t = torch.linspace(0, 4, 5, dtype=torch.float64)
+    loose, states = time_odeint(system, y0, t, rtol=1e-4)
+    tight, _ = time_odeint(system, y0, t, rtol=1e-9)
+    assert torch.equal(states, odeint(system, y0, t, rtol=1e-4, atol=1e-9))
+    assert 0 < loose["odeint_evaluations"] < tight["odeint_evaluations"]
+    assert loose["threads"] == torch.get_num_threads()
 
 
 def test_time_long_rollout_reports_what_ran():

@@ -12,7 +12,7 @@ from torchdiffeq import odeint
 from ..systems import HamiltonianSystem
 from .base import NeuralFlow
 
-__all__ = ["flow_errors", "time_rollout", "time_long_rollout"]
+__all__ = ["flow_errors", "time_odeint", "time_rollout", "time_long_rollout"]
 
 
 @torch.no_grad()
@@ -72,6 +72,52 @@ def flow_errors(
 
 
 @torch.no_grad()
+def time_odeint(
+    system: HamiltonianSystem,
+    y0: Tensor,
+    t: Tensor,
+    rtol: float = 1e-8,
+    atol: float = 1e-9,
+    method: str = "dopri5",
+) -> tuple[dict[str, float], Tensor]:
+    r"""Wall time, CPU time and vector-field evaluations of ``torchdiffeq.odeint`` on the
+    true system.
+
+    The whole batch ``y0`` is integrated at once in its dtype (so an adaptive solver takes
+    one step size for all states); ``atol`` defaults to torchdiffeq's own.
+
+    :param HamiltonianSystem system: the true system (its ``forward`` is the ``func``).
+    :param torch.Tensor y0: initial states ``(N, 2n)``.
+    :param torch.Tensor t: the output times, as for ``odeint``.
+    :return: ``({"odeint_s", "odeint_cpu_s", "odeint_evaluations", "threads"}, states)``:
+        the process's CPU time beside the wall time (on a loaded machine the wall time
+        grows, the CPU time of a one-thread run much less), the number of (batched)
+        evaluations of the vector field, PyTorch's thread setting, and the states
+        ``(len(t), N, 2n)``.
+
+    :Examples:
+
+        >>> import torch
+        >>> from deepinv_dynnets.systems import HarmonicOscillator
+        >>> from deepinv_dynnets.flows.evaluation import time_odeint
+        >>> y0 = torch.rand(10, 2, dtype=torch.float64)
+        >>> timing, ys = time_odeint(HarmonicOscillator(), y0, torch.linspace(0, 1, 3).double())
+        >>> ys.shape, timing["odeint_evaluations"] > 0
+        (torch.Size([3, 10, 2]), True)
+    """
+    counted = _CountingField(system)
+    tic, cpu = time.perf_counter(), time.process_time()
+    states = odeint(counted, y0, t, rtol=rtol, atol=atol, method=method)
+    timing = {
+        "odeint_s": time.perf_counter() - tic,
+        "odeint_cpu_s": time.process_time() - cpu,
+        "odeint_evaluations": counted.evaluations,
+        "threads": torch.get_num_threads(),
+    }
+    return timing, states
+
+
+@torch.no_grad()
 def time_rollout(
     flow: NeuralFlow,
     system: HamiltonianSystem,
@@ -89,12 +135,13 @@ def time_rollout(
     (``atol`` defaults to torchdiffeq's own), the flow in ``flow_dtype`` (default: ``y0``'s;
     the flow is converted in place).
 
-    :return: ``{"flow_s", "odeint_s", "speedup", "compositions", "odeint_evaluations",
-        "threads", "max_state_gap"}``: ``compositions`` counts the flow's applications of
-        :math:`\mathcal N(\Delta t)` (each on the whole batch), ``odeint_evaluations`` the
-        solver's (batched) evaluations of the true vector field, ``threads`` PyTorch's thread
-        setting during the call, and the gap is the largest distance between the two
-        rollouts at ``T``.
+    :return: ``{"flow_s", "flow_cpu_s", "odeint_s", "odeint_cpu_s", "speedup",
+        "compositions", "odeint_evaluations", "threads", "max_state_gap"}``: the CPU times
+        are the process's (see :func:`time_odeint`), ``compositions`` counts the flow's
+        applications of :math:`\mathcal N(\Delta t)` (each on the whole batch),
+        ``odeint_evaluations`` the solver's (batched) evaluations of the true vector field,
+        ``threads`` PyTorch's thread setting during the call, and the gap is the largest
+        distance between the two rollouts at ``T``.
 
     :Examples:
 
@@ -113,20 +160,16 @@ def time_rollout(
     flow.to(dtype)
     x0, flow_grid = y0.to(dtype), grid.to(dtype)
     flow(x0[:2], flow_grid[:2])  # warm-up outside the timing
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     ours = flow(x0, flow_grid)
-    flow_s = time.perf_counter() - tic
-    counted = _CountingField(system)
-    tic = time.perf_counter()
-    theirs = odeint(counted, y0, grid, rtol=rtol, atol=atol, method=method)
-    odeint_s = time.perf_counter() - tic
+    flow_s, flow_cpu_s = time.perf_counter() - tic, time.process_time() - cpu
+    solver, theirs = time_odeint(system, y0, grid, rtol=rtol, atol=atol, method=method)
     return {
         "flow_s": flow_s,
-        "odeint_s": odeint_s,
-        "speedup": odeint_s / flow_s,
+        "flow_cpu_s": flow_cpu_s,
+        **solver,
+        "speedup": solver["odeint_s"] / flow_s,
         "compositions": steps,
-        "odeint_evaluations": counted.evaluations,
-        "threads": torch.get_num_threads(),
         "max_state_gap": (ours[-1].to(theirs) - theirs[-1]).norm(dim=-1).max().item(),
     }
 
@@ -140,9 +183,10 @@ def time_long_rollout(
     The states are recorded at every multiple of the flow's :math:`\Delta t` (the flow in
     ``y0``'s dtype; no progress bar), as for an energy or phase-portrait plot.
 
-    :return: ``{"flow_s", "compositions", "states", "threads", "compiled",
-        "energy_error"}``: ``compositions`` applications of :math:`\mathcal N(\Delta t)`
-        per state, whether the compiled loop ran (``compiled``), and the mean
+    :return: ``{"flow_s", "flow_cpu_s", "compositions", "states", "threads", "compiled",
+        "energy_error"}``: wall and process CPU time, ``compositions`` applications of
+        :math:`\mathcal N(\Delta t)` per state, whether the compiled loop ran (``compiled``),
+        and the mean
         :math:`|H(\psi(T, y_i)) - H(y_i)|` of the true system.
 
     :Examples:
@@ -160,12 +204,13 @@ def time_long_rollout(
     grid = flow.dt * torch.arange(steps + 1, dtype=y0.dtype, device=y0.device)
     flow.to(y0.dtype)
     flow(y0, grid[:2], progress=False)  # warm-up (and the compiled loop's first build)
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     out = flow(y0, grid, progress=False)
-    flow_s = time.perf_counter() - tic
+    flow_s, flow_cpu_s = time.perf_counter() - tic, time.process_time() - cpu
     use_kernel = getattr(flow, "_use_kernel", None)
     return {
         "flow_s": flow_s,
+        "flow_cpu_s": flow_cpu_s,
         "compositions": steps,
         "states": y0.shape[0] if y0.dim() > 1 else 1,
         "threads": torch.get_num_threads(),
