@@ -134,6 +134,12 @@ def test_relaxation_constants_and_their_boundaries():
     inside = certify(Relaxed(half, 1.5))
     assert inside.alpha == 0.75 and inside.lipschitz == 1.0 and inside.alpha_target == 0.75
     assert inside.blocks == certify(half).blocks
+    # the method and its options reach the relaxed map's norm bounds
+    kernel = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    conv = Blocks([{"weight": kernel, "h": 0.01, "alpha": 0.5}])
+    gram = certify(Relaxed(conv, 1.5), "gram", n_iter=2)
+    assert gram.method == "gram"
+    assert gram.blocks[0]["sqnorm"] == conv2d_norm_bound(kernel, "gram", n_iter=2) ** 2
     # beyond: no constant, Lip <= |1 - lam| + lam Lip(D)
     beyond = certify(Relaxed(half, 2.5))
     assert beyond.alpha is None and beyond.alpha_target is None
@@ -194,11 +200,14 @@ def test_cached_bounds_are_keyed_by_everything_the_bound_depends_on():
         ("circulant", {"input_size": 9}),
     ):
         assert beta(kernel, method, **kwargs) == conv2d_norm_bound(kernel, method, **kwargs) ** 2
-    # the same bytes read as another shape are another operator
-    other = kernel.reshape(3, 2, 3, 3)
-    assert beta(other) == conv2d_norm_bound(other) ** 2 != beta(kernel)
     single = kernel.to(torch.float32)
     assert beta(single) == conv2d_norm_bound(single) ** 2
+    # the same bytes read as another shape, or as another dtype of the same size, are
+    # other operators
+    other = kernel.reshape(3, 2, 3, 3)
+    assert beta(other) == conv2d_norm_bound(other) ** 2 != beta(kernel)
+    integer = single.view(torch.int32)
+    assert beta(integer) == conv2d_norm_bound(integer) ** 2 != beta(single)
     # a changed weight is a new key, a repeated one is served from the cache
     assert beta(2 * kernel) == pytest.approx(4 * beta(kernel), rel=1e-9)
     size = len(certificates._BOUND_CACHE)
