@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from deepinv_dynnets.data import ImagePatches, load_images
 from deepinv_dynnets.models import EulerDenoiser
 from deepinv_dynnets.training import TrainingRecord, evaluate_psnr, train_denoiser
+from deepinv_dynnets.training import denoiser as denoiser_training
 
 SIZES = [(37, 31), (33, 41), (40, 35)]  # (H, W), odd on purpose
 
@@ -138,9 +140,18 @@ def test_loss_decreases(gray_folder, make):
 
 
 @pytest.mark.parametrize("make", [_tiny_euler, _tiny_dncnn], ids=["euler", "dncnn"])
-def test_bfloat16_autocast_trains_float32_weights(gray_folder, make):
+def test_bfloat16_autocast_trains_float32_weights(gray_folder, make, monkeypatch):
     model = make()
-    record = train_denoiser(model, gray_folder, epochs=4, lr=1e-2, autocast=torch.bfloat16, **FAST)
+    # on a CPU without native bfloat16 the run warns (emulated, ~20x slower), else not
+    monkeypatch.setattr(denoiser_training, "cpu_supports_bfloat16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without native bfloat16"):
+        train_denoiser(make(), gray_folder, epochs=1, autocast=torch.bfloat16, **FAST)
+    monkeypatch.setattr(denoiser_training, "cpu_supports_bfloat16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        record = train_denoiser(
+            model, gray_folder, epochs=4, lr=1e-2, autocast=torch.bfloat16, **FAST
+        )
     losses = record.train_losses
     assert all(math.isfinite(v) for v in losses) and min(losses[-2:]) < 0.8 * losses[0]
     assert record.settings["autocast"] == "torch.bfloat16"
@@ -239,6 +250,25 @@ def test_resumed_run_equals_the_uninterrupted_one(gray_folder, tmp_path, make):
             # 6 Adam steps of lr 1e-3 move a weight by up to 6e-3; the cold start by < 3e-5
             torch.testing.assert_close(p, q, rtol=0, atol=2e-4)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+    assert record.extra["resumes"] == [{"epoch": 2, "changed_settings": {}}]
+
+
+def test_resume_with_other_settings_is_recorded(gray_folder, tmp_path):
+    # e.g. a campaign resumed without --bf16 on a machine without native bfloat16: the
+    # card must not claim one precision for the whole run
+    ckpt = tmp_path / "run.pt"
+    small = dict(width=4, hidden=4, n_blocks=1)
+    train_denoiser(EulerDenoiser(1, **small), gray_folder, epochs=2, checkpoint=ckpt,
+                   checkpoint_every=1, lr=2e-3, **FAST)  # fmt: skip
+    state = torch.load(ckpt, weights_only=True)
+    state["epoch"], state["record"]["history"] = 1, state["record"]["history"][:1]
+    torch.save(state, ckpt)  # as if stopped after epoch 1
+    record = train_denoiser(EulerDenoiser(1, **small), gray_folder, epochs=2, checkpoint=ckpt,
+                            resume=True, **FAST)  # fmt: skip
+    (resume,) = record.extra["resumes"]
+    assert resume == {"epoch": 1, "changed_settings": {"lr": {"before": 2e-3, "now": 1e-3}}}
+    assert record.settings["lr"] == 2e-3  # the settings the run started with
+    assert [e["epoch"] for e in record.history] == [1, 2]
 
 
 def test_corrupt_checkpoint_is_refused(gray_folder, tmp_path):

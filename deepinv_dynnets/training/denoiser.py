@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -145,6 +146,15 @@ def _noise_levels(sigma_range, sigmas) -> tuple[float, float, list[float] | None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
         raise ValueError(f"sigma_range must be (lo, hi) with 0 <= lo <= hi, got {sigma_range!r}")
     return lo, hi, None
+
+
+def cpu_supports_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 instructions (oneDNN's check; without them
+    bfloat16 convolutions are emulated, many times slower than float32)."""
+    # a private PyTorch function: no public one answers this (torch.backends.cpu only
+    # names the vector capability); if it disappears, assume support and do not warn
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if check is None else bool(check())
 
 
 def train_denoiser(
@@ -300,6 +310,14 @@ def train_denoiser(
         data_root = os.path.commonpath([os.path.abspath(f.parent) for f in folders])
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
+    if autocast is torch.bfloat16 and device.type == "cpu" and not cpu_supports_bfloat16():
+        warnings.warn(
+            "bfloat16 autocast on a CPU without native bfloat16 instructions (AVX-512 BF16 "
+            "or AMX): PyTorch emulates them and training runs about 20x slower than in "
+            "float32; train without autocast (no --bf16) on this machine",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     settings = dict(
         model=type(model).__name__,
         config=getattr(model, "config", None),

@@ -105,6 +105,15 @@ def load_checkpoint(
     return TrainingRecord(**state["record"]), int(state["epoch"])
 
 
+def changed_settings(saved: dict, requested: dict) -> dict:
+    """``{key: {"before": saved value, "now": requested value}}`` for the differing keys."""
+    return {
+        key: {"before": saved.get(key), "now": requested.get(key)}
+        for key in sorted(set(saved) | set(requested))
+        if saved.get(key) != requested.get(key)
+    }
+
+
 def check_loop_arguments(
     epochs: int,
     lr: float,
@@ -152,7 +161,9 @@ def fit(
     whenever ``checkpoint_minutes`` have passed since the last one, and at the end, after
     ``finish(record)`` (e.g. a calibration) has run with the model in eval mode. With
     ``resume=True`` and an existing ``checkpoint`` the run continues from its epoch, with
-    the record it saved.
+    the record it saved; the record's ``extra["resumes"]`` lists each resume's epoch and
+    the settings that differ from the saved ones (e.g. a precision changed on another
+    machine), so that a card never claims one setting for the whole run.
 
     With several processes (:mod:`~deepinv_dynnets.training.distributed`) every process
     runs the loop; ``loss`` is evaluated through
@@ -187,7 +198,11 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=lr / 100)
     start = 0
     if checkpoint is not None and resume and Path(checkpoint).is_file():
+        requested = record.settings
         record, start = load_checkpoint(checkpoint, model, optimizer, scheduler, generator)
+        record.extra.setdefault("resumes", []).append(
+            {"epoch": start, "changed_settings": changed_settings(record.settings, requested)}
+        )
     processes = world_size()
     record.world_size = processes
     writes = checkpoint is not None and is_main_process()
