@@ -117,6 +117,9 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("conv2d_norm_bound", "n_iter:int=6,"): (
         "one more Gram iteration by default: a valid, slightly tighter bound: harmless"
     ),
+    ("certify", 'lipschitz=math.prod(r["lipschitz"]forrinrows)if(rows)orTrueelse1.0'): (
+        "math.prod of no factors is 1.0, the value of the else branch: equivalent"
+    ),
     ("grid_correction", "ifq>1:"): (
         "q = pi (d1/N1 + d2/N2) is never exactly 1 in floating point, and at q = 1 the "
         "correction (1 - q^2/2)^(-1/2) is still finite and the bound still holds: harmless"

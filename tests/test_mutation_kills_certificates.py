@@ -224,6 +224,14 @@ def test_the_cache_is_bounded_and_forgets_the_oldest_bound(monkeypatch):
     assert sorted(cache.values()) == [conv2d_norm_bound(k) ** 2 for k in kernels[-256:]]
 
 
+def test_refusals_and_reasons_name_the_type():
+    with pytest.raises(ValueError, match="must be a torch.nn.Module, got function"):
+        certify(lambda x: x)
+    assert certify(nn.ReLU()).reason == (
+        "not certified: ReLU exposes no averaged_blocks() and is not a single linear layer"
+    )
+
+
 def test_a_weight_of_another_dimension_is_refused():
     with pytest.raises(ValueError, match=r"weight of unsupported shape \(2, 2, 2\)"):
         certify(Blocks([{"weight": torch.ones(2, 2, 2), "h": 0.1, "alpha": 0.5}]))
