@@ -72,6 +72,8 @@ SHIPPED: dict[str, dict[str, str | dict[tuple, str]]] = {
     "sympflow": {
         "harmonic-oscillator": "sympflow_harmonic_oscillator.pt",
         "henon-heiles": "sympflow_henon_heiles.pt",
+        "pendulum": "sympflow_pendulum.pt",
+        "kepler": "sympflow_kepler.pt",
     },
     "pinn": {},
 }

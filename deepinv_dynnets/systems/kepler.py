@@ -35,17 +35,34 @@ class Kepler(HamiltonianSystem):
     :math:`q = 0` instead of returning non-finite values.
 
     Domain of initial conditions: bound elliptic orbits with :math:`a \sim U[0.8, 1.2]`,
-    :math:`e \sim U[0, 0.5]`, periapsis direction :math:`\varpi \sim U[0, 2\pi)` and
-    eccentric anomaly :math:`E \sim U[0, 2\pi)` (position along the orbit), all independent;
-    motion is counter-clockwise (:math:`L > 0`). In the orbital frame,
+    :math:`e \sim U[0, 0.5]` (:attr:`SEMI_MAJOR_AXIS`, :attr:`ECCENTRICITY`), periapsis
+    direction :math:`\varpi \sim U[0, 2\pi)` and eccentric anomaly :math:`E \sim U[0, 2\pi)`
+    (position along the orbit), all independent; motion is counter-clockwise
+    (:math:`L > 0`). In the orbital frame,
 
     .. math::
 
         q = \big(a(\cos E - e),\ b \sin E\big), \qquad
         p = \frac{a^{-1/2}}{1 - e\cos E}\big(-\sin E,\ \sqrt{1 - e^2} \cos E\big),
 
-    with :math:`b = a\sqrt{1 - e^2}`, then both are rotated by :math:`\varpi`. Hence
-    :math:`H \in [-1/1.6, -1/2.4]` and :math:`|q| \ge a(1 - e) \ge 0.4`.
+    with :math:`b = a\sqrt{1 - e^2}`, then both are rotated by :math:`\varpi`. Since every
+    :math:`(\varpi, E)` is drawn, the support of the samples is the whole set of states whose
+    first integrals lie in the ranges above,
+
+    .. math::
+
+        \Omega = \Big\{y :\ -\tfrac{1}{1.6} \le H(y) \le -\tfrac{1}{2.4},\ L(y) > 0,\
+        L(y)^2 \ge \tfrac{3}{8|H(y)|}\Big\},
+
+    the last condition being :math:`e \le 1/2` through :math:`L^2 = a(1 - e^2)`. It is
+    **invariant** under the exact flow, forward and backward in time: :math:`H` and
+    :math:`L` are conserved, hence :math:`a` and :math:`e`, and a solution runs around its
+    ellipse, on which :math:`a(1 - e) \le |q| \le a(1 + e)` (periapsis and apoapsis,
+    :meth:`apsides`). On :math:`\Omega` this gives the band
+    :math:`0.4 \le |q| \le 1.8` (:attr:`radius_band`): every orbit from :math:`\Omega`
+    is bounded, stays away from the collision :math:`q = 0`, and exists for all times.
+    Also :math:`H \in [-1/1.6, -1/2.4]`, :math:`L \in [\sqrt{0.6}, \sqrt{1.2}]` and
+    periods :math:`2\pi a^{3/2} \in [4.5, 8.3]` on :math:`\Omega`.
 
     :Examples:
 
@@ -57,8 +74,47 @@ class Kepler(HamiltonianSystem):
         (tensor(-0.5000), tensor(1.))
     """
 
+    #: Range of the semi-major axis :math:`a` of the sampled orbits.
+    SEMI_MAJOR_AXIS: tuple[float, float] = (0.8, 1.2)
+    #: Range of the eccentricity :math:`e` of the sampled orbits.
+    ECCENTRICITY: tuple[float, float] = (0.0, 0.5)
+
     def __init__(self) -> None:
         super().__init__(dim=4)
+
+    @property
+    def radius_band(self) -> tuple[float, float]:
+        r"""Bounds :math:`(\min a(1 - e), \max a(1 + e)) = (0.4, 1.8)` of :math:`|q|` on
+        every orbit of the sampling domain :math:`\Omega` (an invariant set)."""
+        (a_lo, a_hi), e_hi = self.SEMI_MAJOR_AXIS, self.ECCENTRICITY[1]
+        return a_lo * (1.0 - e_hi), a_hi * (1.0 + e_hi)
+
+    def apsides(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Periapsis and apoapsis :math:`a(1 \mp e)`: the range of :math:`|q|` on the orbit of ``y``.
+
+        From the first integrals, :math:`a = -1/(2H)` and :math:`e = \sqrt{1 + 2HL^2}`, so
+        they are constant along the exact flow.
+
+        :param torch.Tensor y: states of bound orbits (:math:`H < 0`), shape ``(..., 4)``.
+        :return: (:class:`torch.Tensor`, :class:`torch.Tensor`) the two radii, each of shape
+            ``y.shape[:-1]``.
+        :raises ValueError: if the last dimension of ``y`` is not 4, if a state is at the
+            collision, or if an orbit is not bound (:math:`H \ge 0`).
+
+        :Examples:
+
+            >>> import torch
+            >>> from deepinv_dynnets.systems import Kepler
+            >>> Kepler().apsides(torch.tensor([0.5, 0.0, 0.0, 3**0.5]))  # a = 1, e = 1/2
+            (tensor(0.5000), tensor(1.5000))
+        """
+        energy = self.energy(y)
+        if not bool((energy < 0).all()):
+            raise ValueError("y has a state of an unbound orbit (H >= 0): it has no apoapsis")
+        a = -0.5 / energy
+        # Round-off can make e^2 slightly negative on a circular orbit.
+        e = (1.0 + 2.0 * energy * self.angular_momentum(y) ** 2).clamp(min=0.0).sqrt()
+        return a * (1.0 - e), a * (1.0 + e)
 
     def angular_momentum(self, y: Tensor) -> Tensor:
         r"""Angular momentum :math:`L = q_1 p_2 - q_2 p_1`, a first integral.
@@ -100,8 +156,8 @@ class Kepler(HamiltonianSystem):
         return torch.cat([q * r2.pow(-1.5), p], dim=-1)
 
     def _sample(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        a = sample_uniform((n,), 0.8, 1.2, generator, device)
-        e = sample_uniform((n,), 0.0, 0.5, generator, device)
+        a = sample_uniform((n,), *self.SEMI_MAJOR_AXIS, generator, device)
+        e = sample_uniform((n,), *self.ECCENTRICITY, generator, device)
         varpi = sample_uniform((n,), 0.0, 2 * math.pi, generator, device)
         ecc_anomaly = sample_uniform((n,), 0.0, 2 * math.pi, generator, device)
         cos_e, sin_e = torch.cos(ecc_anomaly), torch.sin(ecc_anomaly)
