@@ -82,14 +82,18 @@ def _levels(form: str, levels: np.ndarray) -> np.ndarray:
     double=st.booleans(),
     form=st.sampled_from(SIGMA_FORMS),
     seed=st.integers(0, 2**16),
+    channels_last=st.booleans(),
 )
 def test_any_shape_dtype_and_noise_level_format_gives_the_explicit_map(
-    batch, height, width, double, form, seed
+    batch, height, width, double, form, seed, channels_last
 ):
     gen = torch.Generator().manual_seed(seed)
     model = MODEL64 if double else MODEL32
     dtype = torch.float64 if double else torch.float32
     x = torch.rand(batch, 2, height, width, generator=gen, dtype=dtype)
+    if channels_last:  # the forward runs channels-last on CPUs; either layout goes in
+        x = x.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     levels = torch.rand(batch, generator=gen, dtype=torch.float64).numpy() * 0.3
     sigma = _as(form, levels)
     x0 = x.clone()
@@ -97,6 +101,7 @@ def test_any_shape_dtype_and_noise_level_format_gives_the_explicit_map(
         out = model(x, sigma)
         expected = _explicit(model, x, torch.from_numpy(_levels(form, levels)).to(dtype))
     assert out.shape == x.shape and out.dtype == dtype
+    assert out.is_contiguous(memory_format=layout)  # the input's layout comes back
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12 if double else 1e-5)
     assert torch.equal(x, x0)  # never modified in place
 

@@ -278,7 +278,13 @@ class EulerDenoiser(Denoiser):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or Inf values")
         sigma = self._check_sigma(sigma, x)
-        return self.network(x, sigma)
+        if x.device.type != "cpu":
+            return self.network(x, sigma)
+        # oneDNN's CPU convolutions are about 1.4x faster on channels-last feature maps (a
+        # 321 x 481 colour image: 2.44 s against 3.40 s per call, one thread); the map is
+        # the same up to the summation order. The output is given back in x's layout.
+        out = self.network(x.contiguous(memory_format=torch.channels_last), sigma)
+        return out.contiguous(memory_format=_layout(x))
 
     def _check_sigma(self, sigma, x: Tensor) -> Tensor | None:
         if sigma is None:
@@ -440,3 +446,10 @@ def _upgrade_state(module, state: dict, prefix: str, *args) -> None:
         i, name = key[len(prefix + "blocks.") :].split(".", 1)
         inner = f"fields.0.{name}" if name in ("weight", "bias", "sigma_weight") else name
         state[f"{prefix}network.steps.{i}.{inner}"] = state.pop(key)
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    return (
+        torch.channels_last if channels_last and not x.is_contiguous() else torch.contiguous_format
+    )
