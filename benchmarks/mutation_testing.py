@@ -297,6 +297,9 @@ def mutate(
             "complete": not timed_out and counts.get("not checked", 0) == 0,
             "budget_s": budget,
             "wall_s": round(wall, 1),
+            # wall times depend on the load of the machine: one thread, at nice 19
+            "threads": 1,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "mutmut_exit_code": code,
             "survivors": survivors,
             "unreviewed": sum(s["review"] is None for s in survivors),
@@ -392,7 +395,7 @@ def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
         "tests": sorted(set(previous["tests"]) | set(now["tests"])),
         "rechecked": [
             *earlier,
-            {k: now[k] for k in ("date", "commit", "wall_s", "tests", "excluded")}
+            {k: now[k] for k in ("date", "commit", "wall_s", "load_average", "tests", "excluded")}
             | {"survivors": len(survivors), "unchecked": len(newly), "command": command},
         ],
         "command": previous["command"] + f"; then {command}",
