@@ -321,7 +321,8 @@ class SympFlow(NeuralFlow):
     def from_pretrained(
         cls, name: str | Path, map_location: str | torch.device = "cpu"
     ) -> SympFlow:
-        """Load shipped weights by name (``"harmonic-oscillator"``, ``"henon-heiles"``) or a path.
+        """Load shipped weights by name (``"harmonic-oscillator"``, ``"henon-heiles"``,
+        ``"pendulum"``, ``"kepler"``) or a path.
 
         Nothing is downloaded: names resolve to files inside the package. Files written by
         :meth:`save`, and the single-file checkpoints of version 0.1, are read (with
