@@ -8,6 +8,10 @@ clipped to [0, 1]) of each denoiser is reported:
 - every shipped Euler denoiser for the set's channels (one per averagedness target
   alpha), with its certificate (Lipschitz bound, alpha), given the noise level;
 - the DnCNN baseline (grey only; it is *blind*: it is not given the noise level);
+- for a fair comparison with it, every Euler denoiser also *blind*: given the noise level
+  that scikit-image's wavelet estimator (``estimate_sigma``, Donoho's median absolute
+  deviation of the finest diagonal wavelet coefficients) reads off the noisy image (not
+  certified: the certificate is for a fixed sigma, and the estimate depends on the input);
 - BM3D (grey, ``bm3d.bm3d``) or CBM3D (colour, ``bm3d.bm3d_rgb``) from the ``bm3d``
   package (the ``bench`` extra), given the noise level.
 
@@ -51,6 +55,10 @@ SETS = {
     "set12": ("val/gray_set12", 1, None),
     "kodak24": ("train/color", 3, ["kodak_*.png"]),
     "kodak24-holdout": ("train/color", 3, ["kodak_2[1-4].png"]),
+    # Grey conversions (ITU-R 601 luma): test images for the grey models, which were
+    # neither trained nor validated on them (Set12 is the validation set of some).
+    "kodak24-gray": ("train/color", 1, ["kodak_*.png"]),
+    "mcmaster18": ("train/color", 3, ["mcmaster_*.png"]),
 }
 
 
@@ -75,6 +83,30 @@ class BM3DDenoiser:
 
     def parameters(self):
         return iter(())
+
+
+class BlindDenoiser(torch.nn.Module):
+    """A denoiser given, per image, the noise level estimated from the noisy image itself
+    (scikit-image's ``estimate_sigma``) instead of the true one."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        super().__init__()
+        from skimage.restoration import estimate_sigma  # needs PyWavelets (``bench`` extra)
+
+        self._estimate = estimate_sigma
+        self.denoiser = denoiser
+
+    def estimate(self, y: torch.Tensor) -> torch.Tensor:
+        """Estimated noise standard deviation of each image of the batch ``y``."""
+        images = y.detach().cpu().double().numpy()
+        return torch.tensor(
+            [float(self._estimate(im, average_sigmas=True, channel_axis=0)) for im in images],
+            dtype=y.dtype,
+            device=y.device,
+        )
+
+    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+        return self.denoiser(y, self.estimate(y))
 
 
 def image_files(folder: Path, only: list[str] | None, first: int | None) -> list[Path]:
@@ -161,6 +193,10 @@ def evaluate_set(name, folder, channels, only, args, sigmas) -> dict:
         }
     networks = {k: m for k, (m, _) in eulers.items()}
     cards = {k: read_card(p) for k, (_, p) in eulers.items()}
+    for k, m in networks.copy().items():
+        label = k.replace("(certified)", "(blind, estimated sigma)")
+        networks[label] = BlindDenoiser(m)
+        cards[label] = cards[k]
     if channels == 1 and args.dncnn != "none":
         label = "DnCNN baseline (blind)"
         networks[label] = load_dncnn(args.dncnn)
@@ -193,7 +229,7 @@ def evaluate_set(name, folder, channels, only, args, sigmas) -> dict:
             "psnr_per_image": per_image,
             "psnr_by_role": by_role,
             "image_roles": roles,
-            "noise_level_given": not label.startswith("DnCNN"),
+            "noise_level_given": not (label.startswith("DnCNN") or "blind" in label),
             "megapixels_per_s": speed[label],
             "parameters": sum(p.numel() for p in model.parameters()),
         }

@@ -77,3 +77,44 @@ def test_convex_anchor_reports_the_best_weight_of_its_grid():
     assert result["psnr"] == max(result["psnr_by_lambda"].values())
     assert result["psnr_by_lambda"][f"{result['lambda']:g}"] == result["psnr"]
     assert result["iterations"] == 5 and not result["guaranteed"]
+
+
+def test_blind_denoiser_estimates_the_noise_level_and_passes_it_on():
+    pytest.importorskip("pywt")  # scikit-image's estimator needs PyWavelets (bench extra)
+    denoise = _script("denoise")
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, y, sigma):
+            seen.append(sigma)
+            return y
+
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.linspace(0, 1, 96).repeat(2, 3, 96, 1)  # smooth: the estimate is the noise
+    levels = torch.tensor([0.05, 0.2])
+    y = clean + levels.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=gen)
+    blind = denoise.BlindDenoiser(Recorder())
+    out = blind(y, sigma=123.0)  # the true level is never used
+    assert torch.equal(out, y)
+    (estimate,) = seen
+    assert estimate.shape == (2,) and estimate.dtype == y.dtype
+    torch.testing.assert_close(estimate, levels, rtol=0.1, atol=0)
+
+
+def test_sympflow_benchmark_counts_escapes_and_scores_targets():
+    sympflow = _script("sympflow")
+    from deepinv_dynnets.systems import HenonHeiles
+
+    states = torch.zeros(3, 4, 4)  # (times, orbits, dim): all at the bottom of the well
+    states[2, 1, 1] = 1.1  # orbit 1 leaves the triangle (y < 1 - sqrt(3)|x| fails)
+    states[1, 2, 0] = float("nan")  # orbit 2 goes non-finite at step 1
+    states[1:, 3, :2] = 20.0  # orbit 3 runs off
+    result = sympflow.escapes(HenonHeiles(), states)
+    assert result["left_region"] == 3 and result["ran_off"] == 2
+    assert result["first_exit_step"] == [1, 1, 2]
+    missed = sympflow.target("energy", 4e-4, 3.2e-4, "max")
+    assert not missed["passed"] and missed["gap"] == pytest.approx(1.25)
+    met = sympflow.target("speed-up", 11.0, 10.0, "min")
+    assert met["passed"] and met["gap"] == pytest.approx(10 / 11)
+    assert sympflow.target("escapes", 0, 0, "max")["passed"]
+    assert sympflow.target("escapes", 15, 0, "max")["gap"] == 15
