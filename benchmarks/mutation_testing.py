@@ -86,6 +86,14 @@ _FINER_GRID = (
     "a finer default frequency grid: the correction factor is computed for the grid used, "
     "so the bound stays valid (slightly tighter, slower): harmless"
 )
+_UNPRINTED_NAME = (
+    "the name of the data fidelity is printed only when its gradient constant is unknown, "
+    "never for None (deepinv's L2, constant known): equivalent"
+)
+_NO_COMPOSITE = (
+    "the composite constant is reported only when every condition holds, and it is set only "
+    "where none failed: equivalent"
+)
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
     ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
@@ -119,6 +127,30 @@ REVIEWED: dict[tuple[str, str], str] = {
     ),
     ("certify", 'lipschitz=math.prod(r["lipschitz"]forrinrows)if(rows)orTrueelse1.0'): (
         "math.prod of no factors is 1.0, the value of the else branch: equivalent"
+    ),
+    (
+        "check_conditions",
+        'fidelity_name="L2"if(data_fidelityisNone)andFalseelsetype(data_fidelity).__name__',
+    ): _UNPRINTED_NAME,
+    (
+        "check_conditions",
+        'fidelity_name="XXL2XX"ifdata_fidelityisNoneelsetype(data_fidelity).__name__',
+    ): _UNPRINTED_NAME,
+    (
+        "check_conditions",
+        'fidelity_name="l2"ifdata_fidelityisNoneelsetype(data_fidelity).__name__',
+    ): _UNPRINTED_NAME,
+    ("check_conditions", 'composite=beta/2if(algorithm=="DRS")orTrueelse0.5'): (
+        "ADMM reaches this line only with beta = 1, where beta / 2 = 0.5: equivalent"
+    ),
+    ("check_conditions", 'composite=""'): _NO_COMPOSITE,
+    ("check_conditions", "composite_alpha=compositeif(holds)orTrueelseNone,"): _NO_COMPOSITE,
+    ("check_conditions", "accepted=alphaisnotNoneandaccepts_alpha(None,alpha)"): (
+        "PGD's and HQS's rule alpha < 1 for every algorithm: for DRS and ADMM a constant in "
+        "(1/2, 1) has already failed its condition, so no composite is reported: equivalent"
+    ),
+    ("pnp_certificate", 'algorithm:str="pgd",'): (
+        "the algorithm's name is upper-cased before use: equivalent"
     ),
     ("grid_correction", "ifq>1:"): (
         "q = pi (d1/N1 + d2/N2) is never exactly 1 in floating point, and at q = 1 the "
