@@ -511,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
         return recheck(args, module, spec)
     summary = mutate(module, spec, args.budget, args.exclude or None, args.worktree, args.keep)
     out = args.out or RESULTS / f"mutation_{Path(module).stem}.json"
+    # the options that change what ran or where it went, as typed
+    if args.tests:
+        summary["command"] += f" --tests {' '.join(args.tests)}"
+    if args.out:
+        summary["command"] += f" --out {args.out}"
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return _report(summary, out)
 
