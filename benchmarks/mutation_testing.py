@@ -149,6 +149,17 @@ REVIEWED: dict[tuple[str, str], str] = {
         "PGD's and HQS's rule alpha < 1 for every algorithm: for DRS and ADMM a constant in "
         "(1/2, 1) has already failed its condition, so no composite is reported: equivalent"
     ),
+    (
+        "check_conditions",
+        'alpha,source=_denoiser_alpha(denoiser,img_sizeorgetattr(physics,"img_size",))',
+    ): (
+        "every deepinv LinearPhysics (the only physics that reaches here) has an img_size "
+        "attribute, None when unknown: equivalent"
+    ),
+    ("_denoiser_alpha", "cert=certify_distributed(inner,(2,*tuple(img_size)))"): (
+        "the batch size of the image shape whose tiling is certified: deepinv's image tilings "
+        "split the spatial dimensions only (tiling_dims), the same for any batch: harmless"
+    ),
     ("pnp_certificate", 'algorithm:str="pgd",'): (
         "the algorithm's name is upper-cased before use: equivalent"
     ),

@@ -234,6 +234,7 @@ def test_stepsize_and_relaxation_reasons_carry_their_numbers():
         "the prox of the data fidelity is computed by conjugate gradient (inexact): the "
         "guarantee is for the exact prox"
     ]
+    assert pnp_certificate(physics, 0.5, "HQS").estimated is False
     assert pnp_certificate(physics, 0.5).stepsize == 1.0
     assert pnp_certificate(physics, 0.5).algorithm == "PGD"
 
