@@ -96,3 +96,16 @@ def test_certificate_dataclass_and_bad_input():
     assert empty.certified and "alpha <= 0.5" in str(empty)
     with pytest.raises(ValueError, match="nn.Module"):
         certify(lambda x: x)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_low_precision_weights_are_certified_as_stored(dtype, large_weights):
+    # The certificate is about the weights the network holds: a low-precision copy is
+    # certified exactly as a float64 network with those (rounded) weights.
+    model = _model(large_weights).to(dtype)
+    cert = certify(model)
+    exact = certify(model.double())
+    assert cert.alpha is not None and cert.alpha == pytest.approx(exact.alpha, rel=1e-12)
+    assert [r["sqnorm"] for r in cert.blocks] == pytest.approx(
+        [r["sqnorm"] for r in exact.blocks], rel=1e-12
+    )

@@ -22,6 +22,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import nn
 
 from .._validation import check_int_pair
@@ -111,7 +112,8 @@ def _sqnorm_bound(weight, method: str, **kwargs) -> float:
             tuple(sorted(kwargs.items())),
             tuple(data.shape),
             str(data.dtype),
-            hashlib.sha256(data.numpy().tobytes()).hexdigest(),
+            # A uint8 view hashes every dtype; numpy has no bfloat16.
+            hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest(),
         )
         if key not in _BOUND_CACHE:
             if len(_BOUND_CACHE) >= _BOUND_CACHE_SIZE:
