@@ -118,3 +118,37 @@ def test_sympflow_benchmark_counts_escapes_and_scores_targets():
     assert met["passed"] and met["gap"] == pytest.approx(10 / 11)
     assert sympflow.target("escapes", 0, 0, "max")["passed"]
     assert sympflow.target("escapes", 15, 0, "max")["gap"] == 15
+
+
+def test_pnp_tuning_grid_is_certified_and_summarised(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "images"
+    data.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8)).save(
+        data / "a.png"
+    )
+    kernels = tmp_path / "k.npz"
+    np.savez(kernels, box=np.ones((3, 3)))
+    out = tmp_path / "tuning.json"
+    argv = ["pnp_tuning.py", "--data", str(data), "--kernels", str(kernels), "--noise", "12.75",
+            "--images", "1", "--size", "16", "--sigma-factors", "1,2", "--hqs-steps", "5",
+            "--max-iter", "3", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    _script("pnp_tuning").main()
+    record = json.loads(out.read_text())
+    assert record["complete"] and len(record["runs"]) == 4
+    assert set(record["table"]["12.75"]) == {
+        "PGD step 0.95 sigma x1", "PGD step 0.95 sigma x2",
+        "HQS step 5 sigma x1", "HQS step 5 sigma x2",
+    }  # fmt: skip
+    assert all(r["guaranteed"] for r in record["runs"])
+    # the grid really changes the run: the denoiser's noise level is passed on
+    psnrs = {(r["algorithm"], r["sigma_factor"]): r["psnr"] for r in record["runs"]}
+    assert psnrs[("PGD", 1.0)] != psnrs[("PGD", 2.0)]
+    monkeypatch.setattr("sys.argv", argv[:-2] + ["--pgd-steps", "1.0", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        _script("pnp_tuning").main()
