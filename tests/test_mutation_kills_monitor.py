@@ -7,6 +7,7 @@ envelope and the safeguard's budget are each compared with the formula written o
 
 import math
 
+import deepinv as dinv
 import pytest
 import torch
 
@@ -205,3 +206,179 @@ def test_relative_residuals_and_the_printed_report():
         "converged after 2 iterations: relative residual 1e-06 (threshold 1e-05)\n"
         "residual non-increasing: yes"
     )
+
+
+# Added in the review of the survivors of the first mutation run (issue 18): each test
+# below names the behaviour whose change a surviving mutant made invisible.
+
+
+def test_default_threshold_is_1e_minus_5():
+    assert ConvergenceMonitor().threshold == 1e-5
+    # relative residual 2e-5 with iterates of norm 1: not converged by default
+    report = _feed(ConvergenceMonitor(), [[1.0], [2e-5]])
+    assert report.threshold == 1e-5 and not report.converged and not report.ok
+    assert _feed(ConvergenceMonitor(), [[1.0], [5e-6]]).converged
+
+
+def test_attach_refuses_what_is_not_a_deepinv_solver_with_a_clear_message():
+    message = r"^can only monitor deepinv\.optim solvers \(with \.fixed_point\.iterator\), got "
+    with pytest.raises(ValueError, match=message + "Linear$"):
+        ConvergenceMonitor().attach(torch.nn.Linear(2, 2))  # no fixed_point at all
+    no_iterator = torch.nn.Identity()
+    no_iterator.fixed_point = object()  # a fixed_point without an iterator
+    with pytest.raises(ValueError, match=message + "Identity$"):
+        ConvergenceMonitor().attach(no_iterator)
+
+
+def _tv_pgd(max_iter=5):
+    prior = dinv.optim.PnP(dinv.models.TVDenoiser(n_it_max=20))
+    solver = dinv.optim.PGD(
+        prior=prior,
+        data_fidelity=dinv.optim.L2(),
+        stepsize=1.0,
+        sigma_denoiser=0.1,
+        max_iter=max_iter,
+    )
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    y = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return solver, physics, y
+
+
+def test_attach_records_every_iteration_of_every_call():
+    solver, physics, y = _tv_pgd()
+    iterator = solver.fixed_point.iterator
+    monitor = ConvergenceMonitor()
+    assert monitor.attach(solver) is monitor
+    for _ in range(2):  # reset at the start of every call: 5 steps, not 10
+        solver(y, physics)
+        assert len(monitor.residuals) == 5 and monitor.report().iterations == 5
+    assert solver.fixed_point.iterator.iterator is iterator
+    assert monitor.report().monotone  # TV prox + gradient step: an averaged map
+
+
+def test_attaching_again_wraps_the_original_iterator():
+    solver, physics, y = _tv_pgd()
+    iterator = solver.fixed_point.iterator
+    first = ConvergenceMonitor().attach(solver)
+    second = ConvergenceMonitor().attach(solver)
+    solver(y, physics)
+    assert solver.fixed_point.iterator.iterator is iterator  # not a driver of a driver
+    assert len(second.residuals) == 5 and not first.residuals
+
+
+def test_reset_forgets_the_run():
+    monitor = ConvergenceMonitor()
+    for _ in range(2):  # a new monitor, then one that recorded a run and was reset
+        assert monitor.start is None and monitor.last is None and monitor.last_norm is None
+        assert not (monitor.residuals or monitor.norms or monitor.accelerated)
+        assert not (monitor.proposed or monitor.restarts)
+        empty = monitor.relative_residuals()
+        assert empty.shape == (0, 0) and empty.dtype == torch.float64
+        _feed(monitor, [[1.0], [0.5]], accepted=[[0], [1]], proposed=[False, True])
+        monitor.reset()
+
+
+def test_float32_iterates_whose_squares_overflow_are_still_checked():
+    # entries of 2^66 (float32 can hold them, not their squares): the norms must be taken
+    # in float64, or they are inf and every check passes (tolerance inf, relative residual 0,
+    # envelope bound inf)
+    big = 2.0**64
+    diverging = [torch.full((1, 4), c * big, dtype=torch.float32) for c in (4, 5, 7)]
+    monitor = ConvergenceMonitor()
+    for a, b in zip(diverging[:-1], diverging[1:], strict=True):
+        monitor.record(_state(a), _state(b))
+    report = monitor.report()
+    assert [float(r) for r in monitor.residuals] == [2 * big, 4 * big]  # ||(d, d, d, d)||
+    assert not report.monotone and report.violations[0]["iteration"] == 1
+    assert report.final_residual == pytest.approx(4 / 14, rel=1e-12)  # 4 big / ||v_2||
+    assert monitor.norms[-1].dtype == torch.float64
+    previous = torch.tensor([2 * big], dtype=torch.float64)
+    residual = torch.tensor([4 * big], dtype=torch.float64)
+    assert bool(monitor.increased(previous, residual, _state(diverging[-1])))
+    converging = [torch.full((1, 4), c * big, dtype=torch.float32) for c in (4, 6, 7)]
+    monitor = ConvergenceMonitor(alpha=0.5)
+    for a, b in zip(converging[:-1], converging[1:], strict=True):
+        monitor.record(_state(a), _state(b))
+    # r = (4 big, 2 big), ||v_0 - v_2|| = 6 big: max(4, sqrt(2) 2) / 6
+    assert monitor.report().envelope_ratio == pytest.approx(4 / 6, rel=1e-12)
+
+
+def test_violations_report_their_own_step():
+    # an accepted Anderson step compared with the step just before (not with r_0), and the
+    # violation reports that step's residual, its predecessor and its kind
+    report = _feed(ConvergenceMonitor(), [[1.0], [0.5], [0.7]], accepted=[[0], [0], [1]])
+    assert report.violations == [
+        {"iteration": 2, "image": 0, "residual": 0.7, "previous": 0.5, "step": "anderson"}
+    ]
+    report = _feed(ConvergenceMonitor(rtol=0.0, atol=0.0), [[1.0, 1.0], [1.0, 2.0], [3.0, 1.0]])
+    assert report.violations == [
+        {"iteration": 1, "image": 1, "residual": 2.0, "previous": 1.0, "step": "plain"},
+        {"iteration": 2, "image": 0, "residual": 3.0, "previous": 1.0, "step": "plain"},
+    ]
+
+
+def test_the_safeguard_budget_adds_to_the_non_increase_rule():
+    # a generous budget (D = 100) does not excuse an accepted step that increases r
+    monitor = ConvergenceMonitor()
+    monitor.safeguard = (100.0, 1.0)
+    report = _feed(monitor, [[1.0], [0.5], [0.6]], accepted=[[0], [1], [1]])
+    assert [(v["iteration"], v["step"]) for v in report.violations] == [(2, "anderson")]
+
+
+def test_the_safeguard_counts_the_accepted_steps_before_each_step():
+    # v_1 and v_2 accepted, D = 2, eps = 1: budgets 2 r_0 at step 1 (none accepted before)
+    # and 2 r_0 / 4 at step 2 (one accepted before), so r_2 = 0.8 exceeds its budget 0.5
+    monitor = ConvergenceMonitor()
+    monitor.safeguard = (2.0, 1.0)
+    accepted = [[0], [1], [1], [0]]
+    report = _feed(monitor, [[1.0], [0.9], [0.8], [0.7]], accepted=accepted)
+    assert [v["iteration"] for v in report.violations] == [2]
+    monitor = ConvergenceMonitor()
+    monitor.safeguard = (2.0, 1.0)
+    assert _feed(monitor, [[1.0], [0.9], [0.5], [0.4]], accepted=accepted).monotone
+
+
+def test_final_residual_is_relative_also_for_small_iterates():
+    # iterates of norm 1/4: the relative residual is 4 r, and a zero iterate counts as 1e-12
+    report = _feed(ConvergenceMonitor(), [[1.0], [0.01]], norm=0.25)
+    assert report.final_residual == pytest.approx(0.04, rel=1e-12)
+    assert _feed(ConvergenceMonitor(), [[1.0], [1e-20]], norm=0.0).final_residual == (
+        pytest.approx(1e-8, rel=1e-12)
+    )
+
+
+def test_envelope_ratio_per_image_with_the_worst_step_anywhere():
+    # two images, three steps, v_0 != 0, bounds below 1: image 0 has a constant residual
+    # (worst at k = 2, sqrt(3) r), image 1 a halving one (worst at k = 0)
+    alpha = 0.2
+    paths = [[1.0, 1.25, 1.5, 1.75], [-2.0, -2.5, -2.75, -2.875]]
+    monitor = ConvergenceMonitor(alpha=alpha)
+    for k in range(3):
+        a = torch.tensor([[p[k]] for p in paths], dtype=torch.float64)
+        b = torch.tensor([[p[k + 1]] for p in paths], dtype=torch.float64)
+        monitor.record(_state(a), _state(b))
+    report = monitor.report()
+    assert report.iterations == 3
+    ratios = []
+    for p in paths:
+        r = [abs(p[k + 1] - p[k]) for k in range(3)]
+        bound = math.sqrt(alpha / (1 - alpha)) * abs(p[0] - p[-1])
+        assert bound < 1
+        ratios.append(max(math.sqrt(k + 1) * rk for k, rk in enumerate(r)) / bound)
+    assert ratios[0] > ratios[1]
+    assert report.envelope_ratio == pytest.approx(ratios[0], rel=1e-12)
+
+
+def test_report_of_an_empty_run_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"^nothing recorded: run the monitored solver first$"):
+        ConvergenceMonitor().report()
+
+
+def test_printed_report_names_anderson_when_only_accepted_or_only_rejected():
+    for accepted, rejected in ((1, 0), (0, 2)):
+        text = str(MonitorReport(True, 4, 1e-6, True, accepted=accepted, rejected=rejected))
+        assert text.splitlines()[1:] == [
+            "residual as the theorem says: yes",
+            f"safeguarded Anderson: {accepted} accepted step(s), none increasing the "
+            f"residual; {rejected} rejected, replaced by plain averaged steps",
+        ]
