@@ -128,6 +128,10 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("certify", 'lipschitz=math.prod(r["lipschitz"]forrinrows)if(rows)orTrueelse1.0'): (
         "math.prod of no factors is 1.0, the value of the else branch: equivalent"
     ),
+    ("reset", 'self._dtype:torch.dtype|None=""'): (
+        "_dtype is private and read only by report(), which raises on an empty run and "
+        "otherwise runs after record_step has set it to the iterates' dtype: equivalent"
+    ),
     (
         "check_conditions",
         'fidelity_name="L2"if(data_fidelityisNone)andFalseelsetype(data_fidelity).__name__',
