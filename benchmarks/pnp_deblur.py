@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--per-kernel", action="store_true", help="print a table per kernel")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--tag", default="", help="appended to the record's file name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.full and (args.size is not None or args.images is not None):
@@ -223,6 +225,8 @@ def main() -> None:
         parser.error("--methods dncnn: the DnCNN baseline is grey only (--channels 1)")
     if args.algorithm != "PGD" and {"tv", "wavelet"} & set(methods):
         parser.error("--methods tv, wavelet run deepinv's PGD: use --algorithm PGD")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]*", args.tag):
+        parser.error(f"--tag: letters, digits, '_', '.' and '-' only, got {args.tag!r}")
 
     images = load_images(args.data, args.channels, args.images, only=args.only)
     kernels = np.load(args.kernels)
@@ -254,6 +258,10 @@ def main() -> None:
         suffix += "_anchors"
     if args.full:
         suffix += "_full"
+    if args.algorithm != "PGD":
+        suffix += f"_{args.algorithm.lower()}"
+    if args.tag:
+        suffix += f"_{args.tag}"
     path = args.out / f"pnp_deblur_{suffix}.json"
     record = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

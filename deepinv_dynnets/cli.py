@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> from deepinv_dynnets.cli import build_parser
         >>> args = build_parser().parse_args(["deblur", "--noise", "7.65"])
         >>> args.noise, args.algorithm, args.max_iter
-        (7.65, 'PGD', 200)
+        (7.65, 'HQS', 200)
     """
     parser = _Parser(
         prog="dynnets",

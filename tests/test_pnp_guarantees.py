@@ -219,8 +219,11 @@ def test_harmless_solver_keywords_are_passed_on(large_weights):
     assert cert.guaranteed and model.init_params_algo["stepsize"][0] == pytest.approx(cert.stepsize)
 
 
-@pytest.mark.parametrize("algorithm", ["PGD", "HQS"])
-def test_defaults_follow_the_data_fidelity(algorithm, large_weights):
+@pytest.mark.parametrize(
+    "algorithm, step_times_l, sigma_factor",
+    [("PGD", 0.95 * 2, 1.0), ("HQS", 8.0, 2.0), ("DRS", 5.0, 1.0), ("ADMM", 5.0, 1.0)],
+)
+def test_defaults_follow_the_data_fidelity(algorithm, step_times_l, sigma_factor, large_weights):
     # kernel gain 3 and L2(sigma=0.5): L = ||A||^2 / s^2 = 9 * 4 = 36, not 1
     physics = dinv.physics.BlurFFT(
         SIZE, filter=_kernel(2, gain=3.0), noise_model=dinv.physics.GaussianNoise(0.05)
@@ -229,8 +232,8 @@ def test_defaults_follow_the_data_fidelity(algorithm, large_weights):
     sqnorm = operator_sqnorm(physics)[0]
     lipschitz = sqnorm / 0.25
     params = default_parameters(physics, algorithm, data_fidelity=fidelity)
-    expected = 0.95 * 2 / lipschitz if algorithm == "PGD" else 5 / lipschitz
-    assert params["stepsize"] == pytest.approx(expected)
+    assert params["stepsize"] == pytest.approx(step_times_l / lipschitz)
+    assert params["sigma_denoiser"] == pytest.approx(sigma_factor * 0.05)
     model, cert = convergent_pnp(
         physics, _denoiser(large_weights), algorithm, data_fidelity=fidelity, max_iter=100
     )

@@ -30,14 +30,19 @@ _SOLVERS = {
     "ADMM": dinv.optim.ADMM,
 }
 _GOVERNING = {"PGD": "x", "HQS": "x", "DRS": "z", "ADMM": "x + z"}
-# Defaults from a small tuning run (two Set12 crops, Levin kernel 0, noise 12.75/255, a
-# grayscale EulerDenoiser checkpoint): the denoiser's noise level is the measurement's
-# (0.5x-2x changed the PSNR by < 0.15 dB; floored for nearly noiseless data), PGD takes
-# 0.95 of its largest certified stepsize, the others a prox weight of 5/L.
-_SIGMA_FACTOR = 1.0
+# Defaults from benchmarks/pnp_tuning.py (two Set12 crops, Levin kernels 0/2/4/6, noise
+# 7.65 and 12.75/255, the shipped grayscale EulerDenoiser; records in benchmarks/results/
+# pnp_tuning_gray*.json). PGD: the denoiser at the measurement's noise level (1.5x-2x
+# gained <= 0.02 dB at 7.65 and lost 0.3-0.9 dB at 12.75) and 0.95 of the largest
+# certified stepsize. HQS: prox weight 8/L with the denoiser at 2x the noise level, the
+# best of {2, 8, 16, 32}/L x {0.75, 1, 1.5, 2, 3, 4} over both noise levels (within
+# 0.03 dB of the best at 7.65, the best at 12.75). DRS and ADMM were not tuned and keep
+# 5/L at 1x. The noise level is floored for nearly noiseless data.
+_SIGMA_FACTOR = {"PGD": 1.0, "HQS": 2.0, "DRS": 1.0, "ADMM": 1.0}
 _SIGMA_FLOOR = 2 / 255
 _PGD_STEP_FRACTION = 0.95
-_PROX_STEP_TIMES_L = 5.0
+_UNTUNED_PROX_STEP_TIMES_L = 5.0
+_PROX_STEP_TIMES_L = {"HQS": 8.0}
 # deepinv solver keywords that cannot change the certified iteration; any other keyword
 # (params_algo, stepsize, sigma_denoiser, beta, backtracking, anderson_acceleration, DEQ,
 # unfold, ...) would replace or alter what the certificate is about, and is refused.
@@ -69,20 +74,24 @@ def default_parameters(
     the Lipschitz constant of the gradient of the data fidelity actually used
     (``L2(sigma=s)``; ``None`` is ``L2()``, :math:`s = 1`):
 
-    - ``sigma_denoiser`` :math:`= \max(s_n, 2/255)`;
+    - ``sigma_denoiser`` :math:`= \max(c\, s_n, 2/255)` with :math:`c = 2` for HQS and
+      :math:`c = 1` otherwise;
     - ``stepsize`` :math:`= 0.95 \cdot 2/L` for PGD (close to the most weight on the data
       that the certificate accepts, which gave the best PSNR in our deblurring runs, while
       keeping the iteration map's :math:`\alpha_T` away from 1, which slows convergence),
-      and :math:`5/L` for HQS, DRS and ADMM (any positive value is certified; 5/L was the
-      best of 0.5, 2, 5, 10, 20 over L for HQS in our tuning run, and is used untuned for
-      DRS and ADMM).
+      :math:`8/L` for HQS, and :math:`5/L` for DRS and ADMM (any positive value is
+      certified for these three).
+
+    The PGD and HQS values are the best of a certified grid over the stepsize and the
+    denoiser's noise level (``benchmarks/pnp_tuning.py``, grey deblurring at noise 7.65 and
+    12.75/255; see :ref:`the tuning table <pnp-defaults>`); DRS and ADMM were not tuned.
 
     :param deepinv.physics.LinearPhysics physics: the forward operator with its noise model.
     :param str algorithm: ``"PGD"``, ``"HQS"``, ``"DRS"`` or ``"ADMM"``.
     :param tuple | None img_size: the image size, if :func:`operator_sqnorm` needs it.
     :param deepinv.optim.DataFidelity | None data_fidelity: the data fidelity of the run.
         For another fidelity than L2 (no known :math:`L`), HQS, DRS and ADMM use
-        :math:`5/\|A\|^2`, and PGD has no default.
+        :math:`8/\|A\|^2` (HQS) or :math:`5/\|A\|^2`, and PGD has no default.
     :return: ``{"stepsize": ..., "sigma_denoiser": ...}``.
     :raises ValueError: the physics' noise model has no level ``sigma`` to derive the
         denoiser's from, e.g. Poisson noise (pass ``sigma_denoiser``); PGD with a data
@@ -112,7 +121,7 @@ def _default_parameters(
             f"{type(physics).__name__}'s noise model has no noise level sigma: pass "
             f"sigma_denoiser (and stepsize) explicitly"
         )
-    sigma = max(_SIGMA_FACTOR * noise, _SIGMA_FLOOR)
+    sigma = max(_SIGMA_FACTOR[algorithm] * noise, _SIGMA_FLOOR)
     sqnorm, _ = norm
     scale = fidelity_scale(data_fidelity)
     if algorithm == "PGD" and (scale is not None or not g_first):
@@ -124,7 +133,8 @@ def _default_parameters(
             )
         stepsize = _PGD_STEP_FRACTION * 2 / (sqnorm * scale)
     else:
-        stepsize = _PROX_STEP_TIMES_L / (sqnorm * (1.0 if scale is None else scale))
+        times_l = _PROX_STEP_TIMES_L.get(algorithm, _UNTUNED_PROX_STEP_TIMES_L)
+        stepsize = times_l / (sqnorm * (1.0 if scale is None else scale))
     return {"stepsize": stepsize, "sigma_denoiser": sigma}
 
 
