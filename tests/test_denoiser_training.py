@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -335,3 +336,48 @@ def test_holdout_images_are_left_out_and_validate(gray_folder):
     assert list(record.history[0]["val_psnr"]) == ["15", "25", "50"]
     with pytest.raises(ValueError, match="no image"):
         train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, holdout=["img*"], **FAST)
+
+
+def _export_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("export_checkpoint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_exported_checkpoint_is_the_trained_model_with_its_card(gray_folder, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model = _tiny_euler()
+    record = train_denoiser(
+        model, gray_folder, epochs=2, checkpoint=ckpt, val_folder=gray_folder, **FAST
+    )
+    out = tmp_path / "model.pt"
+    _export_script().export(ckpt, out, command="test")
+    loaded = EulerDenoiser.from_pretrained(out)
+    x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # train_denoiser leaves the model calibrated, as export does
+        assert torch.equal(loaded(x, 0.1), model(x, 0.1))
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["epoch"] == 2 and card["command"] == "test"
+    assert card["val_psnr"] == record.history[-1]["val_psnr"] != {}
+    assert card["certified_alpha"] <= model.config["alpha"]
+
+
+def test_export_refuses_what_is_not_an_euler_checkpoint(gray_folder, tmp_path):
+    script = _export_script()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="cannot read the training checkpoint"):
+        script.export(bad, tmp_path / "a.pt")
+    ckpt = tmp_path / "dncnn.pt"
+    train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, checkpoint=ckpt, **FAST)
+    with pytest.raises(ValueError, match="not an EulerDenoiser"):
+        script.export(ckpt, tmp_path / "b.pt")
+    torch.save({"epoch": 1}, bad)
+    with pytest.raises(ValueError, match="not a deepinv_dynnets training checkpoint"):
+        script.export(bad, tmp_path / "c.pt")
+    assert not any(tmp_path.glob("[abc].pt"))
