@@ -94,6 +94,20 @@ _NO_COMPOSITE = (
     "the composite constant is reported only when every condition holds, and it is set only "
     "where none failed: equivalent"
 )
+_PHASE_DEVICE = (
+    "device=None puts the tap and frequency indices on the CPU, the weight's device in the "
+    "CPU-only mutation runs: equivalent there; on CUDA the mixed devices raise an error (not "
+    "a wrong value), which test_runs_on_the_weights_device[cuda] checks where a GPU exists"
+)
+_INTEGER_INDICES = (
+    "with dtype None or none given, arange of an int gives int64 indices, which the product "
+    "with the floating taps promotes to the taps' dtype, rounding the integers as arange in "
+    "that dtype does: the same phases in every dtype (float16 included), equivalent"
+)
+_BROADCAST = (
+    "a view with the leading 1 dropped broadcasts to the same 4-D shape (broadcasting "
+    "prepends size-1 axes): the same angles, equivalent"
+)
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
     ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
@@ -171,6 +185,37 @@ REVIEWED: dict[tuple[str, str], str] = {
         "q = pi (d1/N1 + d2/N2) is never exactly 1 in floating point, and at q = 1 the "
         "correction (1 - q^2/2)^(-1/2) is still finite and the bound still holds: harmless"
     ),
+    ("conv2d_symbol_power_estimate", "taps=torch.arange(k,dtype=weight.dtype,device=None)"): (
+        _PHASE_DEVICE
+    ),
+    ("conv2d_symbol_power_estimate", "taps=torch.arange(k,dtype=weight.dtype,)"): _PHASE_DEVICE,
+    ("conv2d_symbol_power_estimate", "rows=torch.arange(p,dtype=taps.dtype,device=None)"): (
+        _PHASE_DEVICE
+    ),
+    ("conv2d_symbol_power_estimate", "rows=torch.arange(p,dtype=taps.dtype,)"): _PHASE_DEVICE,
+    ("conv2d_symbol_power_estimate", "cols=torch.arange(p//2+1,dtype=taps.dtype,device=None)"): (
+        _PHASE_DEVICE
+    ),
+    ("conv2d_symbol_power_estimate", "cols=torch.arange(p//2+1,dtype=taps.dtype,)"): (
+        _PHASE_DEVICE
+    ),
+    ("conv2d_symbol_power_estimate", "rows=torch.arange(p,dtype=None,device=taps.device)"): (
+        _INTEGER_INDICES
+    ),
+    ("conv2d_symbol_power_estimate", "rows=torch.arange(p,device=taps.device)"): _INTEGER_INDICES,
+    ("conv2d_symbol_power_estimate", "cols=torch.arange(p//2+1,dtype=None,device=taps.device)"): (
+        _INTEGER_INDICES
+    ),
+    ("conv2d_symbol_power_estimate", "cols=torch.arange(p//2+1,device=taps.device)"): (
+        _INTEGER_INDICES
+    ),
+    ("conv2d_symbol_power_estimate", "p,k=vectors.shape[0],weight.shape[-2]"): (
+        "the kernel must be square (documented): shape[-2] is shape[-1]; a non-square kernel "
+        "fails to reshape into k * k taps with either: equivalent"
+    ),
+    ("conv2d_symbol_power_estimate", "rows.view(-1,1,1,1)*taps.view(1,k,1)"): _BROADCAST,
+    ("conv2d_symbol_power_estimate", "+cols.view(-1,1,1)*taps.view(1,1,1,k)"): _BROADCAST,
+    ("conv2d_symbol_power_estimate", "+cols.view(1,-1,1,1)*taps.view(1,1,k)"): _BROADCAST,
 }
 
 
@@ -360,7 +405,8 @@ def mutate(
             "commit": commit,
             "command": "python benchmarks/mutation_testing.py --module "
             + module
-            + f" --budget {budget:g}",
+            + f" --budget {budget:g}"
+            + (" --worktree" if worktree else ""),
         }
     finally:
         if keep:
