@@ -326,8 +326,15 @@ def run_demo(
         print(f"  t = {t:5g}: mean relative state error {rel:.2e}, mean |dH| {de:.2e}")
     rollout_figure(flow, system, y0[:50], 100.0, out / "henon_heiles_rollout.png")
     big = system.sample(n_timing, generator=gen, dtype=torch.float64)
-    timing = time_rollout(flow, system, big, T=100.0, flow_dtype=torch.float32)
-    # Both timings come from this run, on the same threads: the ratio is honest under load.
+    # One thread for both: with two, a busy core made dopri5's small batched operations
+    # spin-wait (277 s instead of about 40 s) and the demo ran for minutes. Both timings
+    # come from this run, on the same thread: the ratio is honest under load.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        timing = time_rollout(flow, system, big, T=100.0, flow_dtype=torch.float32)
+    finally:
+        torch.set_num_threads(threads)
     ratio = timing["speedup"]
     verdict = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
     print(
