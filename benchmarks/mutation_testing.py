@@ -108,6 +108,10 @@ _BROADCAST = (
     "a view with the leading 1 dropped broadcasts to the same 4-D shape (broadcasting "
     "prepends size-1 axes): the same angles, equivalent"
 )
+_OUT_OF_PLACE = (
+    "the activation works out of place instead of in place on a fresh map: same values and "
+    "gradients, only more memory: harmless"
+)
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
     ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
@@ -141,6 +145,47 @@ REVIEWED: dict[tuple[str, str], str] = {
     ),
     ("certify", 'lipschitz=math.prod(r["lipschitz"]forrinrows)if(rows)orTrueelse1.0'): (
         "math.prod of no factors is 1.0, the value of the else branch: equivalent"
+    ),
+    # dynamics/averaged_step.py
+    ("__init__", 'self.register_buffer("power_vectors",vectors,persistent=None)'): (
+        "register_buffer tests `if persistent:`, so None keeps the buffer out of the state "
+        "dict exactly as False does: equivalent"
+    ),
+    ("_current_nu", "self._cold=None"): (
+        "_cold is only read as a truth value, and None is falsy like False: equivalent"
+    ),
+    (
+        "forward",
+        "z=field.activation(field.preactivation(x,sigma),sigma,inplace=None)",
+    ): _OUT_OF_PLACE,
+    ("forward", "z=field.activation(field.preactivation(x,sigma),sigma,)"): _OUT_OF_PLACE,
+    (
+        "forward",
+        "z=field.activation(field.preactivation(x,sigma),sigma,inplace=False)",
+    ): _OUT_OF_PLACE,
+    ("forward", "ifc<=out:"): (
+        "at c == out, F.pad with zero widths returns a fresh copy of x, so sub_ gives "
+        "x - update without touching x: equivalent"
+    ),
+    ("activation", "fn=self._activation.inplaceif(inplace)andFalseelseself._activation.fn"): (
+        "the in-place variant computes the same function; never using it only costs memory: "
+        "harmless"
+    ),
+    ("preactivation", "ifconditionedandsigma.numel()>1andbool((sigma==sigma[0]).any()):"): (
+        "the per-image bias path is then taken for every batch of several sigmas; when they "
+        "are all equal it adds the same b + sigma c as the fused path, up to round-off: harmless"
+    ),
+    ("preactivation", "ifconditionedandsigma.numel()>1andbool((sigma!=sigma[1]).any()):"): (
+        "for sigma of shape (B,), B > 1, some element differs from sigma[1] exactly when some "
+        "differs from sigma[0]: equivalent"
+    ),
+    ("preactivation", "bias=self.bias.view(-1,1,1)+sigma.view(-1,1,1,1)*self.sigma_weight.view("): (
+        "a (hidden,1,1) bias broadcasts against the (B,hidden,1,1) term as (1,hidden,1,1): "
+        "equivalent"
+    ),
+    ("preactivation", "-1,1,1"): (
+        "sigma_weight viewed as (hidden,1,1) broadcasts against sigma's (B,1,1,1) to "
+        "(B,hidden,1,1), as (1,hidden,1,1) does: equivalent"
     ),
     ("reset", 'self._dtype:torch.dtype|None=""'): (
         "_dtype is private and read only by report(), which raises on an empty run and "
@@ -476,6 +521,7 @@ def recheck(args: argparse.Namespace, module: str, spec: list[str]) -> int:
             *([f"--also '{p}'" for p in args.also] if args.also else []),
             *([f"--tests {' '.join(args.tests)}"] if args.tests else []),
             f"--budget {args.budget:g}",
+            *(["--worktree"] if args.worktree else []),
         ]
     )
     record = previous | {
