@@ -489,3 +489,20 @@ def test_the_step_bound_is_estimated_in_the_weights_dtype_under_autocast():
     assert estimate.dtype == torch.float32
     assert float(twin.nu) == pytest.approx(expected, rel=1e-5)
     assert float(estimate.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": 1.5}, "alpha must lie in"),
+        ({"alpha": -1.0}, "alpha must lie in"),
+        ({"alpha": float("nan")}, "alpha must lie in"),
+        ({"safety": 0.5}, "safety must be"),
+        ({"safety": float("inf")}, "safety must be"),
+        ({"n_power_iter": 0}, "n_power_iter"),
+    ],
+)
+def test_the_step_used_on_its_own_refuses_parameters_that_break_its_bound(kwargs, match):
+    # EulerDenoiser checks these too; a step built directly must not accept an expansive alpha
+    with pytest.raises(ValueError, match=match):
+        AveragedEulerStep(2, 3, **kwargs)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_positive_int
 from ..lipschitz.estimates import conv2d_symbol_power_estimate
 from ..lipschitz.operator_norms import ROUNDOFF_MARGIN, conv2d_norm_bound, grid_correction
 from .activations import get_activation
@@ -187,6 +188,12 @@ class AveragedEulerStep(FlowStep):
         super().__init__([field], h=None)
         if not 0 < step_init < 1:
             raise ValueError(f"step_init must lie in (0, 1), got {step_init!r}")
+        # alpha > 1 would allow h ||A||^2 up to 2 alpha > 2: an expansive step
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
+        if not (math.isfinite(safety) and safety >= 1):
+            raise ValueError(f"safety must be a finite number >= 1, got {safety!r}")
+        n_power_iter = check_positive_int(n_power_iter, "n_power_iter")
         self.width, self.hidden, self.kernel_size = width, hidden, kernel_size
         self.alpha = float(alpha)
         self.negative_slope = field.negative_slope
