@@ -43,8 +43,10 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def export(checkpoint: Path, out: Path, command: str | None = None) -> EulerDenoiser:
-    """Rebuild, calibrate and certify the checkpoint's model; save it to ``out`` with a card."""
+def export(checkpoint: Path, out: Path, command: str | None = None):
+    """Rebuild, calibrate and certify the checkpoint's model; save it to ``out`` with a card.
+
+    Returns the model and its certificate."""
     state = read_checkpoint(checkpoint)
     record = state["record"]
     settings = record["settings"]
@@ -61,14 +63,20 @@ def export(checkpoint: Path, out: Path, command: str | None = None) -> EulerDeno
         source_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         epoch=state["epoch"],
         settings=settings,
-        history=history[:: max(1, len(history) // _HISTORY_ROWS)] + history[-1:],
+        history=_thinned(history),
         resumes=record.get("extra", {}).get("resumes", []),
         wall_time_s=record["wall_time_s"],
         val_psnr=history[-1].get("val_psnr") if history else None,
         certified_alpha=certificate.alpha,
         certified_lipschitz=certificate.lipschitz,
     )
-    return model
+    return model, certificate
+
+
+def _thinned(history: list[dict]) -> list[dict]:
+    """About ``_HISTORY_ROWS`` rows of the history, always ending with its last epoch."""
+    rows = history[:: max(1, len(history) // _HISTORY_ROWS)]
+    return rows if not history or rows[-1] is history[-1] else rows + history[-1:]
 
 
 def main() -> None:
@@ -80,10 +88,10 @@ def main() -> None:
         parser.error(f"--out must end in .pt, got {str(args.out)!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        model = export(args.checkpoint, args.out, "python " + shlex.join(sys.argv))
+        _, certificate = export(args.checkpoint, args.out, "python " + shlex.join(sys.argv))
     except ValueError as error:
         parser.error(str(error))
-    print(certify(model))
+    print(certificate)
     print(f"wrote {args.out} and its card {args.out.with_suffix('.json')}")
 
 
