@@ -152,3 +152,33 @@ def test_pnp_tuning_grid_is_certified_and_summarised(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", argv[:-2] + ["--pgd-steps", "1.0", "--out", str(out)])
     with pytest.raises(SystemExit):
         _script("pnp_tuning").main()
+
+
+def test_large_image_tiling_cost_on_a_window_of_the_large_image(tmp_path, monkeypatch):
+    import json
+
+    script = _script("pnp_large_image")
+    out = tmp_path / "cost.json"
+    argv = ["pnp_large_image.py", "--size", "96", "--procs", "none", "--crop", "32",
+            "--crop-source", "large", "--crop-tile", "16", "--crop-iter", "2",
+            "--out", str(out)]  # fmt: skip
+    windows = []
+    real_make_problem = script.make_problem
+
+    def spy(x, args):
+        windows.append(x.clone())
+        return real_make_problem(x, args)
+
+    monkeypatch.setattr(script, "make_problem", spy)
+    monkeypatch.setattr("sys.argv", argv)
+    script.main()
+    record = json.loads(out.read_text())
+    assert record["timing"] == [] and record["certificate"] == "GUARANTEED"
+    assert [r["variant"] for r in record["psnr_cost"]] == [
+        "untiled", "tiled 16", "alternating 16",
+    ]  # fmt: skip
+    assert all(r["iterations"] == 2 and r["seconds"] > 0 for r in record["psnr_cost"])
+    # the window is the centre of the upscaled image, not of the original one
+    large, window = windows
+    assert window.shape[-2:] == (32, 32)
+    torch.testing.assert_close(window, large[..., 32:64, 32:64], rtol=0, atol=0)
