@@ -112,6 +112,27 @@ _OUT_OF_PLACE = (
     "the activation works out of place instead of in place on a fresh map: same values and "
     "gradients, only more memory: harmless"
 )
+_OFF_CPU = (
+    "the forward's branch for x off the CPU, never taken in the CPU-only mutation runs; "
+    "there it drops x or sigma (an error, or sigma ignored: a wrong map), which "
+    "test_every_device_gives_the_cpu_map[cuda] catches where a GPU exists"
+)
+_LEVEL_ON_CPU = (
+    "the levels of a number stay on the CPU: all equal, so the steps take the fused bias "
+    "path, whose 0-d level times the weights' tensor is allowed across devices (the spline "
+    "moves sigma itself): the same values on every device, equivalent"
+)
+_TENSOR_LEVEL_DEVICE = (
+    "a sigma tensor is left on its own device: the same tensor as x's in the CPU-only runs, "
+    "equivalent there; on CUDA a per-image CPU tensor mixes devices in the bias (an error, "
+    "not a wrong value), which test_every_device_gives_the_cpu_map[cuda] catches"
+)
+_OLD_KEYS = (
+    "the layout before the dynamics core wrote blocks.<i>.<name> with a flat name (weight, "
+    "bias, sigma_weight, theta, nu: the old block had no submodules, and spline "
+    "activations came later): splitting at every dot, the first two or the last one gives "
+    "the same (i, name): equivalent on every file of that format"
+)
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
     ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
@@ -261,6 +282,52 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("conv2d_symbol_power_estimate", "rows.view(-1,1,1,1)*taps.view(1,k,1)"): _BROADCAST,
     ("conv2d_symbol_power_estimate", "+cols.view(-1,1,1)*taps.view(1,1,1,k)"): _BROADCAST,
     ("conv2d_symbol_power_estimate", "+cols.view(1,-1,1,1)*taps.view(1,1,k)"): _BROADCAST,
+    # models/euler_denoiser.py
+    ("_block_alpha", "for_inrange(101):"): (
+        "the bracket [lo, hi] starts at [0, alpha] and halves; the result is at least "
+        "alpha / n, so after 53 + log2(n) iterations lo and hi are adjacent floats, mid "
+        "rounds to one of them and neither moves: a 101st iteration changes nothing for "
+        "n < 2**47 blocks (the same results on 3000 random (alpha, n)): equivalent"
+    ),
+    ("__init__", "ifnot0<=alpha<=1:"): (
+        "EulerDenoiser: alpha = 0 passes here, _block_alpha(0, n) is 0, and the first "
+        "AveragedEulerStep refuses it with the same message 'alpha must lie in (0, 1], got "
+        "0.0' (for -0.0 and n > 1 it prints the block's 0.0), before a model exists; only "
+        "with another argument also invalid can that one be named first: harmless"
+    ),
+    ("__init__", "ifnot0<alpha<=2:"): (
+        "EulerDenoiser: alpha in (1, 2] passes here, _block_alpha returns it unchanged "
+        "(alpha >= 1) and the first AveragedEulerStep refuses it with the same message and "
+        "value, before a model exists: harmless"
+    ),
+    ("__init__", "ifnot0<=negative_slope<=2:"): (
+        "EulerDenoiser: a slope in (1, 2] passes here, and the first step's ConvRidgeField "
+        "refuses it with the same message 'negative_slope must lie in [0, 1], got ...': "
+        "harmless"
+    ),
+    ("__init__", "ifnot(math.isfinite(safety)orsafety>=1):"): (
+        "EulerDenoiser: every finite safety and inf pass here (NaN does not), and the first "
+        "AveragedEulerStep refuses the same values with the same message 'safety must be a "
+        "finite number >= 1, got ...': harmless"
+    ),
+    ("_check_sigma", "s=torch.full((batch,),float(sigma),dtype=x.dtype,device=None)"): (
+        _LEVEL_ON_CPU
+    ),
+    ("_check_sigma", "s=torch.full((batch,),float(sigma),dtype=x.dtype,)"): _LEVEL_ON_CPU,
+    ("_check_sigma", "s=sigma.detach().to(dtype=x.dtype,device=None).squeeze()"): (
+        _TENSOR_LEVEL_DEVICE
+    ),
+    ("_check_sigma", "s=sigma.detach().to(dtype=x.dtype,).squeeze()"): _TENSOR_LEVEL_DEVICE,
+    ("forward", "returnself.network(None,sigma)"): _OFF_CPU,
+    ("forward", "returnself.network(x,None)"): _OFF_CPU,
+    ("forward", "returnself.network(sigma)"): _OFF_CPU,
+    ("forward", "returnself.network(x,)"): _OFF_CPU,
+    ("_load_state", "self.load_state_dict(state,)"): (
+        "load_state_dict's default is strict=True, the value the mutant drops: equivalent"
+    ),
+    ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].split(".",)'): _OLD_KEYS,
+    ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].split(".",2)'): _OLD_KEYS,
+    ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].rsplit(".",1)'): _OLD_KEYS,
 }
 
 
