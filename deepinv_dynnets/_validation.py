@@ -146,3 +146,29 @@ def positive_real(value: object, name: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
+
+
+def real_array(value: object, name: str) -> Tensor:
+    """``value`` (a list, tuple or NumPy array of real numbers) as a float64 tensor.
+
+    Checked element by element because ``np.asarray(value, dtype=float)`` would read
+    ``True`` as 1, parse the string ``"0.1"`` and drop imaginary parts with only a warning:
+    booleans, strings, complex numbers, ragged nestings and other objects raise a
+    ``ValueError`` naming ``name``. One-element real tensors inside a list are accepted.
+    """
+    array = (
+        np.asarray(value, dtype=object) if isinstance(value, list | tuple) else np.asarray(value)
+    )
+    if array.dtype.kind in "iuf":
+        return torch.as_tensor(array.astype(np.float64))
+    if array.dtype.kind != "O":
+        raise ValueError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+    values = []
+    for item in array.flat:
+        if isinstance(item, Tensor) and item.numel() == 1:
+            real = not (item.is_complex() or item.dtype == torch.bool)
+            item = item.item() if real else item
+        if isinstance(item, bool | np.bool_) or not isinstance(item, numbers.Real):
+            raise ValueError(f"{name} must hold real numbers, got {item!r} in {value!r}")
+        values.append(float(item))
+    return torch.tensor(values, dtype=torch.float64).reshape(array.shape)

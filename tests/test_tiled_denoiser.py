@@ -4,6 +4,7 @@ import math
 import time
 
 import deepinv as dinv
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -160,6 +161,9 @@ def test_bad_input_is_refused_before_any_work():
         tiled([[0.0]])
     with pytest.raises(ValueError, match="sigma"):
         tiled(torch.rand(2, 1, 8, 8), torch.rand(3))
+    for bad in ([True, False], ["0.1", "0.2"], np.array([0.1 + 1j, 0.2])):
+        with pytest.raises(ValueError, match="sigma must hold real numbers"):
+            tiled(torch.rand(2, 1, 8, 8), bad)
     assert spy.calls == 0
     with pytest.raises(ValueError, match="offsets"):
         AlternatingTiledDenoiser(spy, 4, offsets=[(0, 0)])

@@ -11,7 +11,7 @@ import torch
 from deepinv.models import Denoiser
 from torch import Tensor
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, real_array
 from ..dynamics.averaged_step import AVERAGING_ACTIVATIONS, AveragedEulerStep
 from ..dynamics.network import FlowNetwork, Truncation, ZeroPadLift
 from ..lipschitz.averagedness import compose_averaged
@@ -298,10 +298,7 @@ class EulerDenoiser(Denoiser):
             s = torch.full((batch,), float(sigma), dtype=x.dtype, device=x.device)
         else:
             if isinstance(sigma, (np.ndarray, np.generic, list, tuple)):
-                try:
-                    sigma = torch.as_tensor(np.asarray(sigma, dtype=np.float64))
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"sigma must hold real numbers: {err}") from err
+                sigma = real_array(sigma, "sigma")
             if not isinstance(sigma, Tensor):
                 raise ValueError(
                     f"sigma must be a number, a tensor or an array, got {type(sigma).__name__}"

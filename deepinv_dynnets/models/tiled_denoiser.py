@@ -60,7 +60,7 @@ from deepinv.distributed.strategies import DistributedSignalStrategy
 from deepinv.models import Denoiser
 from torch import Tensor, nn
 
-from .._validation import check_int_pair
+from .._validation import check_int_pair, real_array
 from ..lipschitz.averagedness import compose_averaged
 from ..lipschitz.certificates import Certificate, certify
 
@@ -109,7 +109,7 @@ def tile_partition(
 def _per_tile_sigma(sigma, batch: int, n_tiles: int):
     # Tiles are stacked tile-major along the batch: a per-image noise level is repeated.
     if isinstance(sigma, (np.ndarray, list, tuple)):
-        sigma = torch.as_tensor(np.asarray(sigma, dtype=np.float64))
+        sigma = real_array(sigma, "sigma")
     if not isinstance(sigma, Tensor) or sigma.numel() <= 1:
         return sigma
     if sigma.numel() != batch:
