@@ -133,6 +133,18 @@ _OLD_KEYS = (
     "activations came later): splitting at every dot, the first two or the last one gives "
     "the same (i, name): equivalent on every file of that format"
 )
+_TIME_DEVICE = (
+    "SympFlow: the time is made (or left) on another device only in between: the final "
+    "t.to(dtype=x.dtype, device=x.device), or else _split's torch.as_tensor(t, "
+    "device=x.device), moves it to the states' device before any potential is evaluated, and "
+    "the periodic reduction t - dt floor(t / dt) is the same IEEE operations on either "
+    "device: equivalent"
+)
+_NO_GAP = (
+    "SympFlow: sign only serves to cross a gap longer than _KERNEL_PIECE; the marks of a 1-D "
+    "grid start at 0 and are strictly monotone, and map's single mark is never 0, so the last "
+    "mark is 0 only when there is no gap to cross: equivalent"
+)
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
     ("_fold", "out[...,p1%n1,p2%n2]-=w[...,p1,p2]"): (
@@ -328,6 +340,31 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].split(".",)'): _OLD_KEYS,
     ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].split(".",2)'): _OLD_KEYS,
     ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].rsplit(".",1)'): _OLD_KEYS,
+    # flows/sympflow.py
+    ("_check_times", "t=torch.tensor(float(t),dtype=x.dtype,device=None)"): _TIME_DEVICE,
+    ("_check_times", "t=torch.tensor(float(t),dtype=x.dtype,)"): _TIME_DEVICE,
+    ("_check_times", "returnt.to(dtype=x.dtype,device=None)"): _TIME_DEVICE,
+    ("_check_times", "returnt.to(dtype=x.dtype,)"): _TIME_DEVICE,
+    ("_check_times", 'shape=""'): (
+        "a failed broadcast sets shape to '' instead of None: neither equals the states' batch "
+        "shape (a torch.Size), so the same error is raised: equivalent"
+    ),
+    ("_powers", "bar.update(bar.total+bar.n)"): (
+        "only per-sample rollouts reach this line with a bar, and their bar is fresh (n = 0: "
+        "nothing updates it before), so total + n = total - n: equivalent"
+    ),
+    ("_powers", "sign=1ifint(marks[-1])>0else-1"): _NO_GAP,
+    ("_powers", "sign=1ifint(marks[-1])>=1else-1"): _NO_GAP,
+    ("_powers", "whilej<len(marks)andabs(int(marks[j])-done)<_KERNEL_PIECE:"): (
+        "a mark exactly one piece away is then reached by the gap step (one piece, nothing "
+        "recorded, the bar moved by a piece) and recorded by a piece of 0 compositions: the "
+        "same states, the same bar count, one more call: equivalent"
+    ),
+    # flows/symplectic.py
+    (
+        "canonical_J",
+        "returntorch.cat([torch.cat([zero,eye],dim=1),torch.cat([-eye,zero],dim=1)],)",
+    ): "torch.cat's default dim is 0, the dim the mutant drops: equivalent",
 }
 
 
