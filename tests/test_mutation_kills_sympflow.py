@@ -428,3 +428,14 @@ def test_compiled_loop_runs_exactly_where_documented(monkeypatch):
     for activation in ("sigmoid", "sin"):
         other = _random_flow(std=0.3, activation=activation)
         assert not used(other, torch.randn(2, 4, dtype=F64))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus", "sin"])
+def test_constructor_defaults_activation_and_refusal(activation):
+    flow = SympFlow(4, activation=activation)
+    assert flow.config == dict(dim=4, n_layers=3, width=16, depth=2, activation=activation, dt=1.0)
+    for P in [*flow.K, *flow.V]:  # every potential uses the activation asked for
+        assert (P.activation, P.width, P.depth, P.n) == (activation, 16, 2, 2)
+    assert len(flow.K) == len(flow.V) == 3
+    with pytest.raises(ValueError, match="^n_layers must be >= 1, got 0$"):
+        SympFlow(4, n_layers=0)
