@@ -439,3 +439,95 @@ def test_constructor_defaults_activation_and_refusal(activation):
     assert len(flow.K) == len(flow.V) == 3
     with pytest.raises(ValueError, match="^n_layers must be >= 1, got 0$"):
         SympFlow(4, n_layers=0)
+
+
+def test_time_zero_with_a_gradient_is_the_identity_where_the_halves_round_apart():
+    # The potentials see (t, u) and (0, u) in one doubled batch; for some widths and batch
+    # sizes (width 33 here: a vector loop's tail) the two halves of the same input round
+    # differently, so N(0, .) = id holds exactly only through the t = 0 mask.
+    torch.manual_seed(0)
+    for width in (8, 16, 33):
+        flow = _random_flow(width=width)
+        for batch in (14, 20, 100):
+            x = torch.randn(batch, 4, dtype=F64)
+            t = torch.zeros(batch, dtype=F64, requires_grad=True)
+            assert torch.equal(flow.network(t, x), x)
+            assert torch.equal(flow.network_inverse(t, x), x)
+
+
+def test_a_time_of_one_with_a_gradient_is_not_treated_as_time_zero():
+    # only exact zeros are masked: t = 1 (inside the window when dt = 2) must move the states
+    flow = _random_flow(dt=2.0)
+    x = torch.randn(4, 4, dtype=F64)
+    t = torch.tensor([0.0, 1.0, 1.0, 0.5], dtype=F64)
+    plain = flow.network(t, x)
+    with_grad = flow.network(t.clone().requires_grad_(True), x)
+    torch.testing.assert_close(with_grad, plain, atol=1e-14, rtol=0)
+    assert (plain[1:] - x[1:]).abs().min(dim=-1).values.min() > 0
+
+
+@pytest.mark.parametrize(
+    ("needs_graph", "states", "threads"),
+    [
+        (False, sympflow_module._CHUNK + 1, 1),  # inference: slices of _CHUNK, one thread
+        (True, sympflow_module._CHUNK, 1),  # a graph but no more than one slice of states
+        (True, 1000, 1),
+        (True, sympflow_module._CHUNK + 1, 2),  # a large graph: the user's setting
+    ],
+)
+def test_rollout_thread_policy(monkeypatch, needs_graph, states, threads):
+    flow = _random_flow(width=4)
+    flow.compiled_rollout = False
+    seen = []
+    network = flow.network
+
+    def spy(t, x):
+        seen.append(torch.get_num_threads())
+        return network(t, x)
+
+    monkeypatch.setattr(flow, "network", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        y0 = 0.1 * torch.randn(states, 4, dtype=F64)
+        with torch.set_grad_enabled(needs_graph):
+            flow(y0, torch.tensor([0.0, 1.5], dtype=F64))
+        assert seen and set(seen) == {threads}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_cpu_flow_works_under_another_default_device(compiled):
+    # A user may set torch's default device (e.g. to CUDA) and still run a CPU flow: every
+    # tensor the flow makes must follow the states. On "meta" a tensor has no data, so one
+    # made on the default device fails loudly instead of silently moving.
+    if compiled and not kernel_available():
+        pytest.skip("no compiled rollout here")
+    flow = _random_flow(dt=0.5)
+    flow.compiled_rollout = compiled
+    x = 0.5 * torch.randn(6, 4, dtype=F64)
+    many = 0.5 * torch.randn(sympflow_module._CHUNK + 3, 4, dtype=F64)
+    grid = torch.tensor([0.0, 0.7, 2.6], dtype=F64)
+    grids = torch.sort(3 * torch.rand(3, 6, dtype=F64), dim=0).values
+    calls = {
+        "network": lambda: flow.network(0.3, x),
+        "network_inverse": lambda: flow.network_inverse(0.3, x),
+        "in slices": lambda: flow.network(0.3, many),
+        "inverse in slices": lambda: flow.network_inverse(0.3, many),
+        "with d/dt": lambda: torch.cat(flow.network_with_time_derivative(0.3, x)),
+        "hamiltonian": lambda: flow.hamiltonian(2.3, x),
+        "vector_field": lambda: flow.vector_field(2.3, x),
+        "flow": lambda: flow(x, grid),
+        "per-sample grids": lambda: flow(x, grids),
+    }
+    if not compiled:  # the compiled map makes its power on the CPU, which meta cannot copy
+        calls["map"] = lambda: flow.map(2.3, x)
+    with torch.no_grad():
+        expected = {name: call() for name, call in calls.items()}
+        with torch.device("meta"):
+            for name, call in calls.items():
+                got = call()
+                assert got.device.type == "cpu", name
+                torch.testing.assert_close(got, expected[name], atol=0, rtol=0, msg=name)

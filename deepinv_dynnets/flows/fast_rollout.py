@@ -330,8 +330,9 @@ def compiled_powers(flow, x: Tensor, marks: Tensor) -> Tensor:
     fn = lib.rollout_f64 if x.dtype == torch.float64 else lib.rollout_f32
     state = x.detach().reshape(-1, flow.dim).clone(memory_format=torch.contiguous_format)
     G, B = marks.shape[0], state.shape[0]
-    powers = marks.to(torch.long).reshape(G, -1).expand(G, B).contiguous()
-    out = torch.empty(G, B, flow.dim, dtype=x.dtype)
+    # Explicit CPU tensors: under torch.set_default_device the kernel must still get host memory.
+    powers = marks.to(device="cpu", dtype=torch.long).reshape(G, -1).expand(G, B).contiguous()
+    out = torch.empty(G, B, flow.dim, dtype=x.dtype, device="cpu")
     P = flow.K[0]
     status = fn(
         _packed(flow).data_ptr(), len(flow.K), P.depth, P.width, P.n, B, G,
