@@ -134,16 +134,22 @@ _OLD_KEYS = (
     "the same (i, name): equivalent on every file of that format"
 )
 _TIME_DEVICE = (
-    "SympFlow: the time is made (or left) on another device only in between: the final "
-    "t.to(dtype=x.dtype, device=x.device), or else _split's torch.as_tensor(t, "
-    "device=x.device), moves it to the states' device before any potential is evaluated, and "
-    "the periodic reduction t - dt floor(t / dt) is the same IEEE operations on either "
-    "device: equivalent"
+    "SympFlow: a time tensor passed on another device than the states is then left there "
+    "only in between (a number is made on the states' device): _split's torch.as_tensor(t, "
+    "device=x.device) moves it before any potential is evaluated, and the periodic "
+    "reduction t - dt floor(t / dt) is the same IEEE operations on either device: equivalent"
 )
 _NO_GAP = (
     "SympFlow: sign only serves to cross a gap longer than _KERNEL_PIECE; the marks of a 1-D "
     "grid start at 0 and are strictly monotone, and map's single mark is never 0, so the last "
     "mark is 0 only when there is no gap to cross: equivalent"
+)
+_SLICES = (
+    "SympFlow: where the batch is cut into _CHUNK-state slices only changes speed: every "
+    "state goes through the same blocks at its own time (a batch of at most _CHUNK states "
+    "is one slice) and autograd differentiates through the concatenation, so the values "
+    "differ only by the round-off of another batch size (test_large_batches_in_chunks_give_"
+    "the_same_states: 1e-13); the speed is benchmarks/sympflow.py's: equivalent in value"
 )
 REVIEWED: dict[tuple[str, str], str] = {
     ("_fold", "forp1inrange(w.shape[+2]):"): _SAME_AXIS,
@@ -341,13 +347,19 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].split(".",2)'): _OLD_KEYS,
     ("_upgrade_state", 'i,name=key[len(prefix+"blocks."):].rsplit(".",1)'): _OLD_KEYS,
     # flows/sympflow.py
-    ("_check_times", "t=torch.tensor(float(t),dtype=x.dtype,device=None)"): _TIME_DEVICE,
-    ("_check_times", "t=torch.tensor(float(t),dtype=x.dtype,)"): _TIME_DEVICE,
     ("_check_times", "returnt.to(dtype=x.dtype,device=None)"): _TIME_DEVICE,
     ("_check_times", "returnt.to(dtype=x.dtype,)"): _TIME_DEVICE,
     ("_check_times", 'shape=""'): (
         "a failed broadcast sets shape to '' instead of None: neither equals the states' batch "
         "shape (a torch.Size), so the same error is raised: equivalent"
+    ),
+    ("_in_chunks", "iftorch.is_grad_enabled()andx.numel()<=_CHUNK*self.dim:"): _SLICES,
+    ("_in_chunks", "iftorch.is_grad_enabled()orx.numel()<_CHUNK*self.dim:"): _SLICES,
+    ("_in_chunks", "iftorch.is_grad_enabled()orx.numel()<=_CHUNK/self.dim:"): _SLICES,
+    ("_shift", "ifnotbool(None):"): (
+        "the t = 0 mask is then also applied when no time is 0, where it multiplies every "
+        "shift by 1 (or keeps it through torch.where): the same values and gradients, one "
+        "more elementwise operation: equivalent"
     ),
     ("_powers", "bar.update(bar.total+bar.n)"): (
         "only per-sample rollouts reach this line with a bar, and their bar is fresh (n = 0: "
