@@ -11,6 +11,7 @@ import deepinv as dinv
 import pytest
 import torch
 
+from deepinv_dynnets import EulerDenoiser, convergent_pnp
 from deepinv_dynnets.pnp import ConvergenceMonitor, MonitorReport
 
 
@@ -256,14 +257,36 @@ def test_attach_records_every_iteration_of_every_call():
     assert monitor.report().monotone  # TV prox + gradient step: an averaged map
 
 
-def test_attaching_again_wraps_the_original_iterator():
+def test_attaching_twice_keeps_one_driver_and_another_monitor_is_refused():
     solver, physics, y = _tv_pgd()
     iterator = solver.fixed_point.iterator
     first = ConvergenceMonitor().attach(solver)
-    second = ConvergenceMonitor().attach(solver)
+    driver = solver.fixed_point.iterator
+    assert first.attach(solver) is first and solver.fixed_point.iterator is driver
+    with pytest.raises(ValueError, match="already reports to another ConvergenceMonitor"):
+        ConvergenceMonitor().attach(solver)
     solver(y, physics)
     assert solver.fixed_point.iterator.iterator is iterator  # not a driver of a driver
-    assert len(second.residuals) == 5 and not first.residuals
+    assert len(first.residuals) == 5
+
+
+def test_a_convergent_pnp_solver_keeps_its_accelerated_driver():
+    # a second monitor used to replace the driver: no acceleration, no stopping rule, no
+    # step-size safeguard, and solver.monitor silently empty
+    torch.manual_seed(0)
+    kernel = torch.rand(1, 1, 3, 3) + 0.1
+    physics = dinv.physics.BlurFFT((1, 16, 16), filter=kernel / kernel.sum())
+    y = physics(torch.rand(1, 1, 16, 16))
+    denoiser = EulerDenoiser(width=4, hidden=4, n_blocks=2, alpha=0.5).eval()
+    model, _ = convergent_pnp(physics, denoiser, max_iter=20)
+    driver = model.fixed_point.iterator
+    assert driver.acceleration is not None
+    with pytest.raises(ValueError, match="solver.monitor"):
+        ConvergenceMonitor().attach(model)
+    assert model.monitor.attach(model) is model.monitor
+    assert model.fixed_point.iterator is driver
+    model(y, physics)
+    assert model.monitor.residuals and any(model.monitor.accelerated)
 
 
 def test_reset_forgets_the_run():

@@ -193,7 +193,12 @@ class ConvergenceMonitor:
         self._steps = 0
 
     def attach(self, solver: nn.Module) -> ConvergenceMonitor:
-        """Monitor ``solver`` (a ``deepinv.optim.BaseOptim``); returns the monitor."""
+        """Monitor ``solver`` (a ``deepinv.optim.BaseOptim``); returns the monitor.
+
+        A solver reports to one monitor: attaching this monitor again changes nothing, and
+        another monitor is refused (the solvers of
+        :func:`~deepinv_dynnets.pnp.convergent_pnp` already have theirs, ``solver.monitor``).
+        """
         fixed_point = getattr(solver, "fixed_point", None)
         if fixed_point is None or not hasattr(fixed_point, "iterator"):
             raise ValueError(
@@ -202,9 +207,16 @@ class ConvergenceMonitor:
             )
         iterator = fixed_point.iterator
         if isinstance(iterator, FixedPointDriver):
-            iterator = iterator.iterator
-        driver = FixedPointDriver(iterator, self)
-        fixed_point.iterator = driver
+            if iterator._monitor[0] is self:  # already attached: keep its driver as it is
+                return self
+            # Taking over would leave the first monitor silently empty and drop the driver's
+            # acceleration, stopping rule and step-size safeguard (convergent_pnp's solvers).
+            raise ValueError(
+                f"this {type(solver).__name__} already reports to another ConvergenceMonitor "
+                "(solver.monitor for the solvers of convergent_pnp); a solver reports to one "
+                "monitor: read that one, or build a new solver"
+            )
+        fixed_point.iterator = FixedPointDriver(iterator, self)
 
         def reset(module, args):
             self.reset()
