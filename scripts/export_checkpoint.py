@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from deepinv_dynnets import EulerDenoiser, certify
+from deepinv_dynnets.training import cpu_name
 from deepinv_dynnets.training.loop import _FORMAT
 
 # The history rows kept in the card (every epoch is in the checkpoint itself).
@@ -43,10 +44,17 @@ def read_checkpoint(path: Path) -> dict:
     return state
 
 
-def export(checkpoint: Path, out: Path, command: str | None = None):
+def export(
+    checkpoint: Path,
+    out: Path,
+    command: str | None = None,
+    training_command: str | None = None,
+):
     """Rebuild, calibrate and certify the checkpoint's model; save it to ``out`` with a card.
 
-    Returns the model and its certificate."""
+    ``command`` is the export's command line; ``training_command`` the training command
+    (the record holds it only once the last epoch has ended). Returns the model and its
+    certificate."""
     state = read_checkpoint(checkpoint)
     record = state["record"]
     settings = record["settings"]
@@ -58,7 +66,18 @@ def export(checkpoint: Path, out: Path, command: str | None = None):
     history = record["history"]
     model.save(
         out,
-        command=command,
+        command=training_command or record.get("command") or command,
+        export_command=command,
+        # an unfinished run's record has no hardware yet: name the exporting machine
+        hardware=record.get("hardware") or f"{cpu_name()} (the machine of the export)",
+        torch=record.get("torch") or torch.__version__,
+        certificate={
+            "lipschitz": certificate.lipschitz,
+            "alpha": certificate.alpha,
+            "alpha_target": certificate.alpha_target,
+            "margin": certificate.margin,
+            "method": certificate.method,
+        },
         source_checkpoint=str(checkpoint),
         source_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         epoch=state["epoch"],
@@ -83,12 +102,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="the weights file (.pt)")
+    parser.add_argument(
+        "--training-command", help="the training command, for the card (default: the record's)"
+    )
     args = parser.parse_args()
     if args.out.suffix != ".pt":
         parser.error(f"--out must end in .pt, got {str(args.out)!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _, certificate = export(args.checkpoint, args.out, "python " + shlex.join(sys.argv))
+        _, certificate = export(
+            args.checkpoint, args.out, "python " + shlex.join(sys.argv), args.training_command
+        )
     except ValueError as error:
         parser.error(str(error))
     print(certificate)

@@ -362,7 +362,13 @@ def test_exported_checkpoint_is_the_trained_model_with_its_card(gray_folder, tmp
     with torch.no_grad():  # train_denoiser leaves the model calibrated, as export does
         assert torch.equal(loaded(x, 0.1), model(x, 0.1))
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["epoch"] == 2 and card["command"] == "test"
+    assert card["epoch"] == 2 and card["export_command"] == "test"
+    assert card["command"] == "test"  # the record has no training command outside the CLI
+    assert card["certificate"]["alpha"] == card["certified_alpha"]
+    assert card["certificate"]["method"] == "fourier" and card["hardware"]
+    _export_script().export(ckpt, out, command="export", training_command="train")
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert (card["command"], card["export_command"]) == ("train", "export")
     assert card["val_psnr"] == record.history[-1]["val_psnr"] != {}
     assert card["certified_alpha"] <= model.config["alpha"]
 

@@ -83,8 +83,19 @@ def test_not_used_when_a_graph_is_needed():
     assert y0.grad is not None and bool(torch.isfinite(y0.grad).all())
 
 
-def test_rollouts_use_one_thread_and_restore_the_setting(monkeypatch):
+@pytest.mark.parametrize(
+    ("needs_graph", "states", "threads"),
+    [
+        (False, 3000, 1),  # inference: slices of at most _CHUNK states, one thread
+        (False, sympflow_module._CHUNK + 1, 1),
+        (True, sympflow_module._CHUNK, 1),  # a graph but no more than one slice of states
+        (True, 1000, 1),
+        (True, sympflow_module._CHUNK + 1, 2),  # a large graph: the user's setting
+    ],
+)
+def test_rollout_thread_policy(monkeypatch, needs_graph, states, threads):
     flow = _flow()
+    flow.compiled_rollout = False
     seen = []
     network = flow.network
 
@@ -96,9 +107,10 @@ def test_rollouts_use_one_thread_and_restore_the_setting(monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with torch.no_grad():
-            flow(torch.rand(3000, 4, dtype=F64), torch.tensor([0.0, 1.5, 2.5], dtype=F64))
-        assert seen and set(seen) == {1}
+        y0 = 0.1 * torch.randn(states, 4, dtype=F64)
+        with torch.set_grad_enabled(needs_graph):
+            flow(y0, torch.tensor([0.0, 1.5], dtype=F64))
+        assert seen and set(seen) == {threads}
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -466,38 +466,6 @@ def test_a_time_of_one_with_a_gradient_is_not_treated_as_time_zero():
     assert (plain[1:] - x[1:]).abs().min(dim=-1).values.min() > 0
 
 
-@pytest.mark.parametrize(
-    ("needs_graph", "states", "threads"),
-    [
-        (False, sympflow_module._CHUNK + 1, 1),  # inference: slices of _CHUNK, one thread
-        (True, sympflow_module._CHUNK, 1),  # a graph but no more than one slice of states
-        (True, 1000, 1),
-        (True, sympflow_module._CHUNK + 1, 2),  # a large graph: the user's setting
-    ],
-)
-def test_rollout_thread_policy(monkeypatch, needs_graph, states, threads):
-    flow = _random_flow(width=4)
-    flow.compiled_rollout = False
-    seen = []
-    network = flow.network
-
-    def spy(t, x):
-        seen.append(torch.get_num_threads())
-        return network(t, x)
-
-    monkeypatch.setattr(flow, "network", spy)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        y0 = 0.1 * torch.randn(states, 4, dtype=F64)
-        with torch.set_grad_enabled(needs_graph):
-            flow(y0, torch.tensor([0.0, 1.5], dtype=F64))
-        assert seen and set(seen) == {threads}
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("compiled", [True, False])
 def test_a_cpu_flow_works_under_another_default_device(compiled):
     # A user may set torch's default device (e.g. to CUDA) and still run a CPU flow: every

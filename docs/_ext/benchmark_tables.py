@@ -237,6 +237,9 @@ def _model_cards() -> None:
         "euler_denoiser_color_a095": (
             'EulerDenoiser(in_channels=3, alpha=0.95, pretrained="default")'
         ),
+        "euler_denoiser_gray_a095_campaign": (
+            'EulerDenoiser(in_channels=1, alpha=0.95, pretrained="campaign")'
+        ),
         "dncnn_baseline_gray": 'load_dncnn("dncnn-gray")  (baseline)',
     }
     for stem, title in titles.items():
@@ -263,6 +266,20 @@ def _model_cards() -> None:
             f"- **wall time**: {data['wall_time_s'] / 60:.0f} min on {data['hardware']} "
             f"(torch {data['torch']}), sharing the machine's 2 cores with other jobs",
         ]
+        if data.get("resumes"):  # a run across sessions: which epochs ran in which precision
+            changes = [
+                f"epoch {r['epoch']}"
+                + "".join(
+                    f" ({k}: {v['before']} -> {v['now']})"
+                    for k, v in r.get("changed_settings", {}).items()
+                )
+                for r in data["resumes"]
+            ]
+            lines.append(
+                f"- **resumed** {len(changes)} times, at (with the settings that differed from "
+                f"the first session's; exported at epoch {data['epoch']} by "
+                f"``{data['export_command']}``): {'; '.join(changes)}"
+            )
         cert = data.get("certificate")
         if cert:
             lines.append(
