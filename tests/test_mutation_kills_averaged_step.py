@@ -382,14 +382,31 @@ def test_a_fingerprint_of_another_length_never_matches():
     cert = source.calibrate()
     state = source.state_dict()
     state["nu"] = torch.tensor(1e-3, dtype=torch.float64)  # stale: far below ||A||^2
-    state["_extra_state"] = {"fingerprint": list(_fingerprint(source.weight))[:2]}
+    saved = list(_fingerprint(source.weight))
     step = _randomize(AveragedEulerStep(3, 5, 3, power_grid=16)).eval()
+    for bad in (saved[:2], [*saved, 1.0], [True, 1.0, 2.0], ["1", 2.0, 3.0], 3.0):
+        state["_extra_state"] = {"fingerprint": bad}
+        with pytest.raises(ValueError, match="corrupt weights.*fingerprint must be 3 numbers"):
+            step.load_state_dict(state)
+    state["_extra_state"] = {"fingerprint": saved}
     step.load_state_dict(state)
-    try:
-        step(torch.randn(1, 3, 5, 5, dtype=torch.float64))
-    except ValueError:
-        return  # rejected
+    state["_extra_state"] = {"fingerprint": [2 * f for f in saved]}  # other weights': stale
+    step.load_state_dict(state)
+    step(torch.randn(1, 3, 5, 5, dtype=torch.float64))
     assert float(step.nu) > 0.9 * step.nu_factor * cert  # re-estimated
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_an_all_zero_kernel_is_the_identity_not_nan(dtype):
+    # nu = 0: h = 2 alpha sigmoid(theta) / nu would be inf and h * A = inf * 0 = NaN
+    step = AveragedEulerStep(3, 5, 3, power_grid=16).to(dtype)
+    with torch.no_grad():
+        step.weight.zero_()
+    x = torch.rand(2, 3, 6, 6, dtype=dtype)
+    for mode in (step.train, step.eval):
+        mode()
+        assert torch.equal(step(x, torch.full((2,), 0.1, dtype=dtype)), x)
+        assert float(step.nu) == 0 and math.isfinite(float(step.step_size().detach()))
 
 
 def test_a_calibrated_nu_survives_for_a_zero_mean_kernel():

@@ -136,7 +136,9 @@ class AveragedEulerStep(FlowStep):
     estimate is within :math:`\kappa` of the grid maximum. :math:`\nu` is re-estimated at
     every training forward and, in eval mode, only when the weights changed since it was
     computed; for unchanged weights its value is kept, so a :meth:`calibrate`-d (certified)
-    :math:`\nu` survives a training-mode forward.
+    :math:`\nu` survives a training-mode forward. An all-zero kernel (:math:`\nu = 0`) gives
+    the identity; training cannot leave it (:math:`h` grows as the kernel shrinks, so the
+    gradient there is astronomically large), so initialise the kernel randomly.
 
     The forward is the optimised one: ``x`` may carry only the first ``c <= width``
     channels (the others zero, as after a zero lift) and ``keep`` asks for the first
@@ -282,7 +284,7 @@ class AveragedEulerStep(FlowStep):
     def step_size(self, dtype: torch.dtype | None = None) -> Tensor:
         r"""The step :math:`h = 2\alpha\operatorname{sigmoid}(\theta)/\nu` with the stored :math:`\nu`."""
         dtype = dtype or self.theta.dtype
-        return 2 * self.alpha * torch.sigmoid(self.theta.to(dtype)) / self.nu.to(dtype)
+        return 2 * self.alpha * torch.sigmoid(self.theta.to(dtype)) / _positive(self.nu.to(dtype))
 
     @torch.no_grad()
     def calibrate(self, method: str = "fourier") -> float:
@@ -303,13 +305,21 @@ class AveragedEulerStep(FlowStep):
 
     def set_extra_state(self, state: dict) -> None:
         fp = state.get("fingerprint") if isinstance(state, dict) else None
+        if fp is not None and not (
+            isinstance(fp, list | tuple)
+            and len(fp) == 3
+            and all(isinstance(f, int | float) and not isinstance(f, bool) for f in fp)
+        ):
+            raise ValueError(
+                f"corrupt weights: an Euler step's saved fingerprint must be 3 numbers, got {fp!r}"
+            )
         self._seen = None if fp is None else tuple(float(f) for f in fp)
         self._cold = True  # the power vectors belong to the weights held before loading
 
     # -- the step ------------------------------------------------------------------------
     def forward(self, x: Tensor, sigma: Tensor | None = None, keep: int | None = None) -> Tensor:
         """Apply the step; see the class docstring for the zero-padded ``x`` and ``keep``."""
-        h = 2 * self.alpha * torch.sigmoid(self.theta) / self._current_nu()
+        h = 2 * self.alpha * torch.sigmoid(self.theta) / _positive(self._current_nu())
         field = self.fields[0]
         # z is a fresh tensor that no backward needs: the activation can overwrite it
         z = field.activation(field.preactivation(x, sigma), sigma, inplace=True)
@@ -319,6 +329,13 @@ class AveragedEulerStep(FlowStep):
         if c < out:
             return F.pad(x, (0, 0, 0, 0, 0, out - c)).sub_(update)  # a fresh copy of x
         return x[:, :out] - update
+
+
+def _positive(nu: Tensor) -> Tensor:
+    # An all-zero kernel (say, a zero initialisation) has nu = 0: the step is the identity
+    # for any h, but h = inf would make it 0 * inf = NaN. The smallest normal number keeps h
+    # finite and nu still above ||A||^2 = 0.
+    return nu.clamp_min(torch.finfo(nu.dtype).tiny)
 
 
 def _fingerprint(w: Tensor) -> tuple[float, float, float]:
