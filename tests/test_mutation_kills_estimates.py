@@ -395,3 +395,25 @@ def test_runs_on_the_weights_device(device):
     assert est.device == W.to(device).device and here.device == est.device
     assert float(est) == pytest.approx(float(conv2d_symbol_power_estimate(W, cpu, 4)), rel=1e-10)
     assert torch.allclose(here.cpu(), cpu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e38])
+def test_power_iteration_takes_any_finite_scale_of_x0_and_of_the_operator(scale):
+    # float32: the squares inside a norm of entries beyond about 1e19 overflow
+    A = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    s, v = power_iteration(lambda x: A @ x, lambda y: A.T @ y, torch.ones(3) * scale, 60)
+    assert float(s) == pytest.approx(3.0, rel=1e-6) and float(v.norm()) == pytest.approx(1.0)
+    big = A * 1e15  # ||A^T A v|| about 1e31: its square overflows
+    s, v = power_iteration(lambda x: big @ x, lambda y: big.T @ y, torch.ones(3), 200, 1e-9)
+    assert float(s) == pytest.approx(3e15, rel=1e-5) and bool(torch.isfinite(v).all())
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e9, 1e15])
+def test_symbol_estimate_of_a_float32_kernel_scales_with_it(scale):
+    # the iterates' squared norms overflowed for entries beyond about 1e9: estimate 0 or NaN
+    torch.manual_seed(3)
+    w = torch.randn(4, 3, 3, 3)
+    v0 = torch.randn(16, 9, 3, 2)
+    plain = float(conv2d_symbol_power_estimate(w, v0.clone(), 30))
+    scaled = float(conv2d_symbol_power_estimate(w * scale, v0.clone(), 30))
+    assert scaled / scale**2 == pytest.approx(plain, rel=1e-4)

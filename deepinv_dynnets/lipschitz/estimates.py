@@ -66,23 +66,30 @@ def power_iteration(
     if int(n_iter) != n_iter or n_iter < 0:
         raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
     with torch.no_grad():
-        norm = torch.linalg.vector_norm(x0)
-        if not bool(torch.isfinite(norm)) or float(norm) == 0:
+        # Norms of vectors divided by their largest entry first: the squares inside a norm
+        # would overflow for entries beyond about 1e19 in float32 (the direction is the same).
+        if not bool(torch.isfinite(x0).all()) or not bool((x0 != 0).any()):
             raise ValueError("x0 must be finite and non-zero")
-        v = x0.detach() / norm
+        v = _unit(x0.detach())
         previous = None
         for _ in range(int(n_iter)):
             w = adjoint(op(v))
-            wn = torch.linalg.vector_norm(w)
-            if float(wn) == 0:  # v lies in the kernel of A: keep it, the estimate is 0
+            big = w.abs().max()
+            if float(big) == 0:  # v lies in the kernel of A: keep it, the estimate is 0
                 break
-            rayleigh = float(torch.vdot(v.flatten(), w.flatten()))  # ||A v||^2, ||v|| = 1
-            v = w / wn
+            # ||A v||^2 with ||v|| = 1
+            rayleigh = float(torch.vdot(v.flatten(), (w / big).flatten())) * float(big)
+            v = _unit(w)
             if rtol is not None:
                 if previous is not None and abs(rayleigh - previous) <= rtol * abs(rayleigh):
                     break
                 previous = rayleigh
     return torch.linalg.vector_norm(op(v)), v
+
+
+def _unit(x: Tensor) -> Tensor:
+    x = x / x.abs().max()
+    return x / torch.linalg.vector_norm(x)
 
 
 def conv2d_symbol_power_estimate(weight: Tensor, vectors: Tensor, n_iter: int) -> Tensor:
@@ -135,7 +142,10 @@ def conv2d_symbol_power_estimate(weight: Tensor, vectors: Tensor, n_iter: int) -
     ).reshape(-1, k * k, 1)
     cos, sin = torch.cos(angle), torch.sin(angle)
     with torch.no_grad():
+        # Iterate with the kernel scaled to entries of at most 1: the iterates' squared norms
+        # would overflow in float32 for entries beyond about 1e9; the vectors are the same.
         fixed = weight.detach()
+        fixed = fixed / fixed.abs().max().clamp_min(torch.finfo(fixed.dtype).tiny)
         forward_taps = fixed.permute(2, 3, 0, 1).reshape(k * k * out_ch, in_ch).T
         adjoint_taps = fixed.permute(0, 2, 3, 1).reshape(out_ch, k * k * in_ch)
         n_freq = angle.shape[0]
