@@ -6,6 +6,7 @@ envelope and the safeguard's budget are each compared with the formula written o
 """
 
 import math
+import re
 
 import deepinv as dinv
 import pytest
@@ -263,7 +264,12 @@ def test_attaching_twice_keeps_one_driver_and_another_monitor_is_refused():
     first = ConvergenceMonitor().attach(solver)
     driver = solver.fixed_point.iterator
     assert first.attach(solver) is first and solver.fixed_point.iterator is driver
-    with pytest.raises(ValueError, match="already reports to another ConvergenceMonitor"):
+    message = (
+        f"this {type(solver).__name__} already reports to another ConvergenceMonitor "
+        "(solver.monitor for the solvers of convergent_pnp); a solver reports to one "
+        "monitor: read that one, or build a new solver"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         ConvergenceMonitor().attach(solver)
     solver(y, physics)
     assert solver.fixed_point.iterator.iterator is iterator  # not a driver of a driver
