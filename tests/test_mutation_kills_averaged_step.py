@@ -516,10 +516,15 @@ def test_the_step_bound_is_estimated_in_the_weights_dtype_under_autocast():
         ({"alpha": float("nan")}, "alpha must lie in"),
         ({"safety": 0.5}, "safety must be"),
         ({"safety": float("inf")}, "safety must be"),
-        ({"n_power_iter": 0}, "n_power_iter"),
+        ({"n_power_iter": 0}, "^n_power_iter must be"),
     ],
 )
 def test_the_step_used_on_its_own_refuses_parameters_that_break_its_bound(kwargs, match):
     # EulerDenoiser checks these too; a step built directly must not accept an expansive alpha
     with pytest.raises(ValueError, match=match):
         AveragedEulerStep(2, 3, **kwargs)
+
+
+def test_the_boundaries_safety_one_and_alpha_one_are_accepted():
+    step = AveragedEulerStep(2, 3, alpha=1.0, safety=1.0, n_power_iter=1)
+    assert (step.alpha, step.safety, step.n_power_iter) == (1.0, 1.0, 1)
