@@ -170,14 +170,16 @@ def throughput(
 
 
 def shipped_eulers(channels: int) -> dict[str, tuple[torch.nn.Module, Path]]:
-    keys = sorted(k for k in SHIPPED["euler_denoiser"]["default"] if k[0] == channels)
-    return {
-        f"EulerDenoiser alpha={a:g} (certified)": (
-            EulerDenoiser(in_channels=channels, alpha=a, pretrained="default"),
-            resolve_weights("default", "euler_denoiser", in_channels=channels, alpha=a),
-        )
-        for _, a in keys
-    }
+    """Every shipped EulerDenoiser for ``channels``: the defaults, then the other names."""
+    eulers = {}
+    for name, files in SHIPPED["euler_denoiser"].items():
+        for _, a in sorted(k for k in files if k[0] == channels):
+            label = f"alpha={a:g}" if name == "default" else f"alpha={a:g}, {name}"
+            eulers[f"EulerDenoiser {label} (certified)"] = (
+                EulerDenoiser(in_channels=channels, alpha=a, pretrained=name),
+                resolve_weights(name, "euler_denoiser", in_channels=channels, alpha=a),
+            )
+    return eulers
 
 
 def evaluate_set(name, folder, channels, only, args, sigmas) -> dict:
@@ -198,7 +200,7 @@ def evaluate_set(name, folder, channels, only, args, sigmas) -> dict:
         networks[label] = BlindDenoiser(m)
         cards[label] = cards[k]
     if channels == 1 and args.dncnn != "none":
-        label = "DnCNN baseline (blind)"
+        label = f"DnCNN baseline, {Path(args.dncnn).stem} (blind)"
         networks[label] = load_dncnn(args.dncnn)
         dncnn_file = resolve_weights(args.dncnn, "dncnn")
         cards[label] = read_card(dncnn_file)
@@ -287,9 +289,14 @@ def main() -> None:
     parser.add_argument(
         "--euler",
         default="default",
-        help="'default' (every shipped alpha for the set's channels) or comma-separated files",
+        help="'default' (every shipped EulerDenoiser for the set's channels) or comma-separated files",
     )
-    parser.add_argument("--dncnn", default="dncnn-gray", help="'dncnn-gray', a file or 'none'")
+    parser.add_argument(
+        "--dncnn",
+        default="dncnn-gray-bf16",
+        help="'dncnn-gray-bf16' (trained like the shipped alpha = 0.95 model: bfloat16, equal "
+        "compute), 'dncnn-gray' (float32, the earlier baseline), a file or 'none'",
+    )
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D / CBM3D")
     parser.add_argument("--sigmas", default="15,25,50", help="0-255 scale")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the timing")

@@ -306,7 +306,7 @@ def _deblur_parser(sub) -> None:
     p.add_argument("--kernel-name", help="array in a .npz kernel file, e.g. kernel_3")
     _add(p, "--blur-std", rd, "blur_std", "std of the gaussian kernel (pixels)", type=POSITIVE)
     _add(p, "--noise", rd, "noise", "noise std on the 0-255 scale", type=NONNEGATIVE)
-    _add(p, "--denoiser", rd, "denoiser", "'default', 'dncnn-gray' or a weights file")
+    _add(p, "--denoiser", rd, "denoiser", "'default', 'campaign' (grey, alpha 0.95), 'dncnn-gray', 'dncnn-gray-bf16' or a weights file")  # fmt: skip
     p.add_argument("--alpha", type=POSITIVE, help="averagedness of the shipped Euler weights (--denoiser default): 0.5 or 0.95; default: the largest the algorithm accepts (0.95 for PGD and HQS, 0.5 for DRS and ADMM)")  # fmt: skip
     _add(p, "--algorithm", rd, "algorithm", "PnP algorithm", choices=ALGORITHMS)
     p.add_argument("--stepsize", type=POSITIVE, help="default: from the operator norm")
@@ -329,7 +329,7 @@ def _certify_parser(sub) -> None:
         "constant, averagedness alpha and margins. Exits non-zero for weights without a "
         "certificate (e.g. DnCNN).",
     )
-    p.add_argument("--weights", default="default", help="'default' (the shipped weights) or a weights file")  # fmt: skip
+    p.add_argument("--weights", default="default", help="'default' (the shipped weights), 'campaign' (grey, alpha 0.95) or a weights file")  # fmt: skip
     _add(p, "--channels", load_denoiser, "channels", "image channels", type=int, choices=[1, 3])
     p.add_argument("--alpha", type=POSITIVE, help="averagedness of the shipped weights (--weights default): 0.5 (default) or 0.95")  # fmt: skip
     _add(p, "--method", certify, "method", "operator-norm bound", choices=["fourier", "gram"])

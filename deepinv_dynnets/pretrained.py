@@ -66,12 +66,21 @@ SHIPPED: dict[str, dict[str, str | dict[tuple, str]]] = {
             (1, 0.95): "euler_denoiser_gray_a095.pt",
             (3, 0.5): "euler_denoiser_color.pt",
             (3, 0.95): "euler_denoiser_color_a095.pt",
-        }
+        },
+        # The long training campaign (100 epochs, validated on held-out BSD400 images); not
+        # the default while the PnP defaults and records are those of the weights above.
+        "campaign": {(1, 0.95): "euler_denoiser_gray_a095_campaign.pt"},
     },
-    "dncnn": {"dncnn-gray": "dncnn_baseline_gray.pt"},
+    "dncnn": {
+        "dncnn-gray": "dncnn_baseline_gray.pt",
+        # bfloat16, the shipped alpha = 0.95 grey model's precision and compute
+        "dncnn-gray-bf16": "dncnn_baseline_gray_bf16.pt",
+    },
     "sympflow": {
         "harmonic-oscillator": "sympflow_harmonic_oscillator.pt",
         "henon-heiles": "sympflow_henon_heiles.pt",
+        # Delta t = 1/2, no matching: energy error bounded to t = 1000 (twice the compositions)
+        "henon-heiles-dt05": "sympflow_henon_heiles_dt05.pt",
         "pendulum": "sympflow_pendulum.pt",
         "kepler": "sympflow_kepler.pt",
     },
@@ -366,17 +375,19 @@ def _same_keys(shipped: tuple, wanted: tuple) -> bool:
 
 
 def load_denoiser(spec: str, channels: int = 1, alpha: float | None = None) -> nn.Module:
-    """The denoiser a name or a weights file names (what ``--denoiser``/``--weights`` take).
+    r"""The denoiser a name or a weights file names (what ``--denoiser``/``--weights`` take).
 
     :param str spec: ``"default"`` (the shipped :class:`~deepinv_dynnets.EulerDenoiser`
-        for ``channels`` and ``alpha``), a name in
-        :data:`~deepinv_dynnets.models.BASELINES` (``"dncnn-gray"``), or a file written by
-        :meth:`~deepinv_dynnets.EulerDenoiser.save` or
+        for ``channels`` and ``alpha``), ``"campaign"`` (the grey :math:`\alpha = 0.95`
+        weights of the long training campaign), a name in
+        :data:`~deepinv_dynnets.models.BASELINES` (``"dncnn-gray"``, ``"dncnn-gray-bf16"``),
+        or a file written by :meth:`~deepinv_dynnets.EulerDenoiser.save` or
         :func:`~deepinv_dynnets.models.save_dncnn`.
     :param int channels: image channels, for ``"default"``.
-    :param float | None alpha: averagedness target of the shipped weights, for
-        ``"default"`` (``None``: 0.5). With a file or a baseline it must be ``None`` or the
-        network's own target: it selects shipped weights, it does not change a network.
+    :param float | None alpha: averagedness target of the shipped weights, for a shipped
+        name (``None``: 0.5 for ``"default"``, the only one shipped for ``"campaign"``).
+        With a file or a baseline it must be ``None`` or the network's own target: it
+        selects shipped weights, it does not change a network.
     :return: the model, in eval mode.
     :raises ValueError: an unknown name, a missing or unreadable file, no shipped weights
         for ``channels`` and ``alpha``, an ``alpha`` that is not the loaded network's.
@@ -389,16 +400,19 @@ def load_denoiser(spec: str, channels: int = 1, alpha: float | None = None) -> n
     """
     from .models import BASELINES, EulerDenoiser, load_dncnn
 
-    if spec == "default":
-        alpha = 0.5 if alpha is None else alpha
-        return EulerDenoiser(in_channels=channels, alpha=alpha, pretrained="default")
+    names = SHIPPED["euler_denoiser"]
+    if spec in names:
+        if alpha is None:  # "default": 0.5; a name with one alpha for these channels: that one
+            shipped = sorted({a for c, a in names[spec] if c == channels})
+            alpha = shipped[0] if spec != "default" and len(shipped) == 1 else 0.5
+        return EulerDenoiser(in_channels=channels, alpha=alpha, pretrained=spec)
     if spec in BASELINES:
         model = load_dncnn(spec)
     else:
         path = Path(spec)
         if not path.is_file():
             raise ValueError(
-                f"--denoiser must be 'default', one of {', '.join(BASELINES)} or a file, "
+                f"--denoiser must be one of {', '.join([*names, *BASELINES])} or a file, "
                 f"got {spec!r}"
             )
         kind = _kind_of(path)

@@ -274,11 +274,17 @@ def test_files_of_format_version_0_still_load(tmp_path):
 
 
 SHIPPED = [(c, a) for c, by_alpha in PRETRAINED["default"].items() for a in by_alpha]
+EVERY_SHIPPED = [
+    (name, c, a)
+    for name, files in PRETRAINED.items()
+    for c, by_alpha in files.items()
+    for a in by_alpha
+]
 
 
-@pytest.mark.parametrize(("channels", "target"), SHIPPED)
-def test_shipped_weights_are_certified_and_averaged(channels, target):
-    model = EulerDenoiser(in_channels=channels, alpha=target, pretrained="default").double()
+@pytest.mark.parametrize(("name", "channels", "target"), EVERY_SHIPPED)
+def test_shipped_weights_are_certified_and_averaged(name, channels, target):
+    model = EulerDenoiser(in_channels=channels, alpha=target, pretrained=name).double()
     cert = certify(model)
     assert cert.lipschitz <= 1 and cert.alpha is not None and cert.alpha <= model.alpha
     assert cert.margin > 0

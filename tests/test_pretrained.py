@@ -32,7 +32,7 @@ def _shipped_files():
 
 def test_every_shipped_file_exists_and_cards_hold_no_machine_paths():
     files = list(_shipped_files())
-    assert len(files) == 9
+    assert len(files) == 12
     for kind, path in files:
         assert path.is_file(), path
         card = path.with_suffix(".json").read_text()
@@ -159,6 +159,11 @@ def test_resolve_weights_names_and_keys():
     assert resolve_weights("default", "euler_denoiser", in_channels=1, alpha=0.95).name == (
         "euler_denoiser_gray_a095.pt"
     )
+    assert resolve_weights("campaign", "euler_denoiser", in_channels=1, alpha=0.95).name == (
+        "euler_denoiser_gray_a095_campaign.pt"
+    )
+    with pytest.raises(ValueError, match="campaign.*in_channels=3, alpha=0.95"):
+        resolve_weights("campaign", "euler_denoiser", in_channels=3, alpha=0.95)
     with pytest.raises(ValueError, match="in_channels=2, alpha=0.5"):
         resolve_weights("default", "euler_denoiser", in_channels=2, alpha=0.5)
     with pytest.raises(ValueError, match="pretrained must be one of"):
@@ -169,7 +174,13 @@ def test_resolve_weights_names_and_keys():
 
 def test_load_denoiser_dispatches_on_the_card(tmp_path):
     assert load_denoiser("default", channels=3, alpha=0.95).alpha == 0.95
+    assert load_denoiser("default").alpha == 0.5
+    campaign = load_denoiser("campaign")  # its only alpha, not the default's 0.5
+    assert campaign.alpha == 0.95 and not campaign.training
+    with pytest.raises(ValueError, match="alpha=0.5"):
+        load_denoiser("campaign", alpha=0.5)
     assert type(load_denoiser("dncnn-gray")).__name__ == "DnCNN"
+    assert type(load_denoiser("dncnn-gray-bf16")).__name__ == "DnCNN"
     EulerDenoiser(width=4, hidden=4, n_blocks=2).save(tmp_path / "e.pt")
     assert isinstance(load_denoiser(str(tmp_path / "e.pt")), EulerDenoiser)
     save_dncnn(dinv.models.DnCNN(**DNCNN, pretrained=None), tmp_path / "d.pt", DNCNN)

@@ -241,6 +241,7 @@ def _model_cards() -> None:
             'EulerDenoiser(in_channels=1, alpha=0.95, pretrained="campaign")'
         ),
         "dncnn_baseline_gray": 'load_dncnn("dncnn-gray")  (baseline)',
+        "dncnn_baseline_gray_bf16": 'load_dncnn("dncnn-gray-bf16")  (baseline)',
     }
     for stem, title in titles.items():
         card = weights / f"{stem}.json"
