@@ -278,8 +278,8 @@ def _model_cards() -> None:
             ]
             lines.append(
                 f"- **resumed** {len(changes)} times, at (with the settings that differed from "
-                f"the first session's; exported at epoch {data['epoch']} by "
-                f"``{data['export_command']}``): {'; '.join(changes)}"
+                f"the first session's): {'; '.join(changes)}; exported at epoch "
+                f"{data['epoch']} by ``scripts/export_checkpoint.py``"
             )
         cert = data.get("certificate")
         if cert:
