@@ -146,6 +146,7 @@ def cmd_train_denoiser(args: argparse.Namespace) -> None:
     training = {
         "val_folder": args.val,
         "holdout": args.holdout,
+        "val_only": args.val_only or None,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "patch_size": args.patch_size,
@@ -260,6 +261,10 @@ def _train_denoiser_parser(sub) -> None:
         "--holdout", action="append", default=[], metavar="PATTERN",
         help="leave --data images matching PATTERN out of training (repeatable); without "
         "--val they are the validation set",
+    )  # fmt: skip
+    p.add_argument(
+        "--val-only", action="append", default=[], metavar="PATTERN",
+        help="validate only on the --val images matching PATTERN (repeatable)",
     )  # fmt: skip
     _add(p, "--channels", run_denoiser_training, "channels", "image channels", type=int, choices=[1, 3])  # fmt: skip
     _add(p, "--model", run_denoiser_training, "model", "the denoiser", choices=DENOISER_MODELS)

@@ -181,10 +181,11 @@ def test_train_denoiser_on_a_tiny_folder(tmp_path, model, bf16, activation, caps
     args = ["train-denoiser", "--data", str(data), "--val", str(data), "--model", model,
             "--width", "4", "--n-blocks", "2", "--epochs", "1",
             "--batch-size", "4", "--patch-size", "16", "--patches-per-image", "2", "--quiet",
-            "--out", str(out)] + ["--bf16"] * bf16 + ["--hidden", "4"] * (model == "euler")  # fmt: skip
+            "--out", str(out), "--val-only", "im[01].png"] + ["--bf16"] * bf16 + ["--hidden", "4"] * (model == "euler")  # fmt: skip
     args += ["--activation", activation] if activation else []
     assert main(args) == 0
     record = json.loads((out / "record.json").read_text())
+    assert record["settings"]["n_val_images"] == 2
     assert record["settings"]["autocast"] == ("torch.bfloat16" if bf16 else None)
     assert set(record["history"][-1]["val_psnr"]) == {"15", "25", "50"}
     assert record["command"].startswith("dynnets train-denoiser --data")

@@ -338,6 +338,18 @@ def test_holdout_images_are_left_out_and_validate(gray_folder):
         train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, holdout=["img*"], **FAST)
 
 
+def test_val_only_selects_validation_images(gray_folder, val_folder):
+    record = train_denoiser(
+        _tiny_dncnn(), gray_folder, val_folder, epochs=1, val_only=["img1.png"], **FAST
+    )
+    assert record.settings["n_val_images"] == 1 and record.settings["val_only"] == ["img1.png"]
+    assert record.settings["n_train_images"] == len(SIZES)
+    with pytest.raises(ValueError, match="give a val_folder"):
+        train_denoiser(_tiny_dncnn(), gray_folder, epochs=1, val_only=["img1.png"], **FAST)
+    with pytest.raises(ValueError, match="no image"):
+        train_denoiser(_tiny_dncnn(), gray_folder, val_folder, epochs=1, val_only=["x*"], **FAST)
+
+
 def _export_script():
     import importlib.util
     from pathlib import Path

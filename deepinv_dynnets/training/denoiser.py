@@ -179,6 +179,7 @@ def train_denoiser(
     grad_clip: float | None = 1.0,
     num_workers: int = 0,
     holdout: Sequence[str] = (),
+    val_only: Sequence[str] | None = None,
     autocast: torch.dtype | None = None,
     checkpoint_minutes: float | None = None,
     data_root: str | Path | None = None,
@@ -239,6 +240,8 @@ def train_denoiser(
         cuts its own patches).
     :param holdout: file-name patterns of ``train_folder`` images left out of training
         (e.g. ``["kodak_2[1-4].png"]``); without ``val_folder`` they are the validation set.
+    :param val_only: file-name patterns: validate only on the ``val_folder`` images matching
+        one of them (e.g. ``["mcmaster_0[1-4].png"]``, a cheap subset for a long campaign).
     :param torch.dtype | None autocast: run the training forward under
         ``torch.autocast`` with this dtype (``torch.bfloat16``: mixed precision, faster on
         CPUs with AVX-512 BF16; see the training guide); weights, optimizer, loss,
@@ -283,6 +286,10 @@ def train_denoiser(
             f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}"
         )
     holdout = [str(h) for h in holdout]
+    if val_only is not None:
+        if val_folder is None:
+            raise ValueError("val_only selects images of val_folder: give a val_folder")
+        val_only = [str(v) for v in val_only]
     processes = world_size()
     if processes > 1 and batch_size < processes:
         raise ValueError(
@@ -300,7 +307,7 @@ def train_denoiser(
             f"{processes} processes: change batch_size or patches_per_image"
         )
     if val_folder is not None:
-        val_images = load_images(val_folder, channels, max_val_images)
+        val_images = load_images(val_folder, channels, max_val_images, only=val_only)
     elif holdout:
         val_images = load_images(train_folder, channels, max_val_images, only=holdout)
     else:
@@ -324,6 +331,7 @@ def train_denoiser(
         train_folder=relative_path(train_folder, data_root),
         val_folder=relative_path(val_folder, data_root),
         holdout=holdout,
+        val_only=val_only,
         channels=channels,
         epochs=epochs,
         batch_size=batch_size,
