@@ -120,6 +120,32 @@ def test_sympflow_benchmark_counts_escapes_and_scores_targets():
     assert sympflow.target("escapes", 15, 0, "max")["gap"] == 15
 
 
+def test_supervised_sympflow_targets_compare_with_the_better_baseline():
+    targets = _script("sympflow_supervised").targets
+
+    def result(state, energy, median, left):
+        return {
+            "state_error": {"100": state},
+            "energy_error": {"1000": energy},
+            "energy_error_median": {"1000": median},
+            "left_well": left,
+        }
+
+    results = {
+        "SympFlow": result(0.9, 5e-3, 2e-3, 60),
+        "SympFlow dt=1/2": result(0.9, 1e-3, 1e-3, 10),
+        "HNN": result(1.4, 2e-3, 1.5e-3, 30),
+        "PINN": result(1.2, 1e7, 1e7, 500),  # better state error than the HNN: the bound
+    }
+    rows = {r["target"]: r for r in targets(results)}
+    assert len(rows) == 8
+    assert rows["SympFlow state error at t=100 < HNN and PINN"]["bound"] == 1.2
+    assert rows["SympFlow energy error at t=1000 < HNN and PINN"]["bound"] == 2e-3
+    assert not rows["SympFlow energy error at t=1000 < HNN and PINN"]["passed"]
+    assert not rows["SympFlow left well < HNN and PINN"]["passed"]
+    assert all(r["passed"] for name, r in rows.items() if name.startswith("SympFlow dt=1/2"))
+
+
 def test_pnp_tuning_grid_is_certified_and_summarised(tmp_path, monkeypatch):
     import json
 

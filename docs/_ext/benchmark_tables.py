@@ -179,6 +179,40 @@ def _benchmark_tables() -> None:
     else:
         lines = _sympflow_tables(json.loads(results.read_text()))
     (out / "benchmarks_sympflow.rst").write_text("\n".join(lines) + "\n")
+    supervised = _sympflow_supervised_tables(results.parent)
+    (out / "benchmarks_sympflow_supervised.rst").write_text("\n".join(supervised) + "\n")
+
+
+def _sympflow_supervised_tables(results: Path) -> list[str]:
+    """``sympflow_supervised_<steps>.json``: one table per training budget, fewest steps first."""
+    lines = []
+    paths = sorted(results.glob("sympflow_supervised_*.json"), key=lambda p: json.loads(p.read_text())["steps"])  # fmt: skip
+    for path in paths:
+        data = json.loads(path.read_text())
+        n = data["n_ics"]
+        header = ["model", "train s", *[f"state t={s}" for s in ("1", "10", "100")]]
+        header += [f"energy t={s} (mean / median)" for s in ("1", "10", "100", "1000")]
+        rows = []
+        for label, r in data["results"].items():
+            row = [label, f"{data['training'][label]['wall_time_s']:.0f}"]
+            row += [f"{v:.1e}" for v in r["state_error"].values()]
+            row += [
+                f"{r['energy_error'][s]:.1e} / {r['energy_error_median'][s]:.1e}"
+                for s in r["energy_error"]
+            ]
+            rows.append(row + [f"{r['left_well']}/{n}"])
+        title = (
+            f"{data['steps']} Adam steps per model, {n} fresh initial conditions "
+            f"(``{path.name}``, {data['cpu']}, {data['threads']} thread)"
+        )
+        lines += _list_table(title, header + ["left the well"], rows)
+        verdicts = [
+            f"{t['target']}: {t['measured']:.3g} against {t['bound']:.3g}, "
+            + ("**met**" if t["passed"] else "**missed**")
+            for t in data["targets"]
+        ]
+        lines += [f"- {v}" for v in verdicts] + [""]
+    return lines or ["*No results found: run* ``python benchmarks/sympflow_supervised.py``."]
 
 
 def _model_cards() -> None:
