@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -142,6 +143,30 @@ def _check_shardable(n: int, name: str) -> None:
         )
 
 
+def _check_val_data(flow: NeuralFlow, val_data) -> tuple[Tensor, Tensor, Tensor]:
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 3:
+        raise ValueError("val_data must be a tuple (x0, t, y) of held-out trajectories")
+    try:
+        check_trajectories(flow, *val_data)
+    except ValueError as err:
+        raise ValueError(f"val_data: {err}") from err
+    return tuple(val_data)
+
+
+def _check_increasing(t: Tensor, name: str) -> None:
+    if bool((t[:, 0] <= 0).any()) or (t.shape[1] > 1 and bool((t.diff(dim=1) <= 0).any())):
+        raise ValueError(
+            f"{name} must be positive and strictly increasing along each trajectory (finite "
+            "differences divide by the gaps)"
+        )
+
+
+def _validation_settings(settings: dict, val_data, val_every: int) -> None:
+    if val_data is not None:
+        settings["n_val_trajectories"] = val_data[0].shape[0]
+        settings["val_every"] = val_every
+
+
 def _trajectory_batches(kind, model, x0, t, y, epochs, batch_size, lr, seed):
     # The random mini-batches of trajectories and the record's settings, shared by the
     # trainers on (x0, t, y) data: the generator is checkpointed by _fit_flow.
@@ -175,16 +200,38 @@ def _fit_flow(
     settings: dict,
     generator,
     find_unused_parameters: bool,
+    validate=None,
+    val_every: int = 100,
     **loop,
 ) -> TrainingRecord:
     """:func:`fit` with one Adam step per epoch on the batch that ``draw()`` draws from
     ``generator`` (whose state the checkpoints keep): a tuple of tensors whose first
     dimension runs over the samples. ``loss_terms(flow, *batch)`` returns the loss terms
     ``names`` as one tensor; the loss is their sum. With several processes every process
-    draws the whole batch (so the generators stay equal) and trains on its shard."""
+    draws the whole batch (so the generators stay equal) and trains on its shard.
+
+    With ``validate`` (the held-out loss of a flow, no gradient needed), it is evaluated
+    every ``val_every`` epochs and after the last one (history key ``val_loss``), and the
+    flow ends with the weights of the lowest value (``record.extra["best_epoch"]``)."""
     evaluate = objective(flow, loss_terms, find_unused_parameters)
+    epochs = loop["epochs"]
+    best = {"loss": math.inf, "epoch": None, "state": None, "tried": 0, "started": False}
+
+    def consider(epoch: int) -> float:
+        flow.eval()
+        with torch.no_grad():
+            val_loss = float(validate(flow))
+        flow.train()
+        best["tried"] += 1
+        if val_loss < best["loss"]:  # a NaN never counts as the best
+            state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+            best.update(loss=val_loss, epoch=epoch, state=state)
+        return val_loss
 
     def run_epoch(epoch: int, step) -> dict:
+        if validate is not None and not best["started"] and epoch > 0:
+            consider(epoch)  # resumed: the checkpointed weights are the first candidate
+        best["started"] = True
         batch = draw()
         n = batch[0].shape[0]
         part = shard(n)
@@ -193,10 +240,27 @@ def _fit_flow(
             terms = terms * shard_weight(part.stop - part.start, n)
         total = step(terms.sum())
         values = mean_over_processes(terms)
-        return {"loss": total} | {k: float(v) for k, v in zip(names, values, strict=True)}
+        entry = {"loss": total} | {k: float(v) for k, v in zip(names, values, strict=True)}
+        if validate is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+            entry["val_loss"] = consider(epoch + 1)
+        return entry
+
+    def keep_best(record: TrainingRecord) -> None:
+        if validate is None or not best["tried"]:  # not validating, or nothing left to run
+            return
+        if best["state"] is None:
+            warnings.warn(
+                "the validation loss was never finite: the flow keeps its last weights",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        flow.load_state_dict(best["state"])
+        record.extra["best_epoch"] = best["epoch"]
+        record.extra["best_val_loss"] = best["loss"]
 
     record = TrainingRecord(settings=settings, world_size=world_size())
-    return fit(flow, run_epoch, record, generator=generator, **loop)
+    return fit(flow, run_epoch, record, generator=generator, finish=keep_best, **loop)
 
 
 def train_unsupervised(
@@ -334,6 +398,8 @@ def train_supervised(
     grad_clip: float | None = 1.0,
     checkpoint_minutes: float | None = None,
     horizon: float | None = None,
+    val_data: tuple[Tensor, Tensor, Tensor] | None = None,
+    val_every: int = 100,
 ) -> TrainingRecord:
     r"""Train a flow on observed trajectories (see :func:`trajectory_data`).
 
@@ -357,8 +423,16 @@ def train_supervised(
     :param torch.Tensor t: times ``(N, M)``, each row non-decreasing, in
         :math:`[0, \Delta t]` (or :math:`[0, \text{horizon}]`).
     :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
-    :param float | None horizon: the latest time allowed in ``t``; ``None`` for
-        ``flow.dt``.
+    :param float | None horizon: the latest time allowed in ``t`` (and ``val_data``'s);
+        ``None`` for ``flow.dt``.
+    :param val_data: held-out trajectories ``(x0, t, y)``, shaped and checked like the
+        training data. The held-out loss is evaluated every ``val_every`` epochs and after
+        the last (history key ``val_loss``) and the flow ends with the weights of its
+        lowest value: early stopping, for noisy data that a long run would overfit (see
+        ``benchmarks/sympflow_supervised.py``). ``record.extra`` gets ``best_epoch`` and
+        ``best_val_loss``. After a resume the candidates are the resumed weights and the
+        later evaluations.
+    :param int val_every: epochs between two evaluations of the held-out loss.
     :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
 
     :Examples:
@@ -377,18 +451,24 @@ def train_supervised(
     batch_size = check_positive_int(batch_size, "batch_size")
     check_trajectories(flow, x0, t, y)
     horizon = check_horizon(flow, t, horizon)
+    val_every = check_positive_int(val_every, "val_every")
+    if val_data is not None:
+        val_data = _check_val_data(flow, val_data)
+        check_horizon(flow, val_data[1], horizon)
     generator, draw, settings = _trajectory_batches(
         "supervised", flow, x0, t, y, epochs, batch_size, lr, seed
     )
     settings["horizon"] = horizon
+    _validation_settings(settings, val_data, val_every)
 
     def loss_terms(model: NeuralFlow, x0_: Tensor, t_: Tensor, y_: Tensor) -> Tensor:
         return supervised_loss(model, x0_, t_, y_).unsqueeze(0)
 
+    validate = None if val_data is None else (lambda model: supervised_loss(model, *val_data))
     # a SympFlow's energy offset changes no flow: it gets no gradient
     return _fit_flow(
         flow, draw, loss_terms, ("mse",), settings, generator, isinstance(flow, SympFlow),
-        epochs=epochs, lr=lr, grad_clip=grad_clip,
+        validate=validate, val_every=val_every, epochs=epochs, lr=lr, grad_clip=grad_clip,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip
@@ -409,6 +489,8 @@ def train_hnn(
     progress: bool = True,
     grad_clip: float | None = 1.0,
     checkpoint_minutes: float | None = None,
+    val_data: tuple[Tensor, Tensor, Tensor] | None = None,
+    val_every: int = 100,
 ) -> TrainingRecord:
     r"""Train a :class:`~deepinv_dynnets.flows.HNN` on the data of :func:`train_supervised`.
 
@@ -421,6 +503,14 @@ def train_hnn(
     :param torch.Tensor x0: initial states ``(N, 2n)`` at time 0.
     :param torch.Tensor t: times ``(N, M)``, each row positive and strictly increasing.
     :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
+    :param val_data: held-out trajectories ``(x0, t, y)``, shaped and checked like the
+        training data, the loss being :func:`hnn_loss`. The held-out loss is evaluated every ``val_every`` epochs and after
+        the last (history key ``val_loss``) and the flow ends with the weights of its
+        lowest value: early stopping, for noisy data that a long run would overfit (see
+        ``benchmarks/sympflow_supervised.py``). ``record.extra`` gets ``best_epoch`` and
+        ``best_val_loss``. After a resume the candidates are the resumed weights and the
+        later evaluations.
+    :param int val_every: epochs between two evaluations of the held-out loss.
     :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
 
     :Examples:
@@ -437,22 +527,24 @@ def train_hnn(
     epochs = check_loop_arguments(epochs, lr, grad_clip, checkpoint_every, checkpoint_minutes)
     batch_size = check_positive_int(batch_size, "batch_size")
     check_trajectories(hnn, x0, t, y)
-    if bool((t[:, 0] <= 0).any()) or (t.shape[1] > 1 and bool((t.diff(dim=1) <= 0).any())):
-        raise ValueError(
-            "t must be positive and strictly increasing along each trajectory (finite "
-            "differences divide by the gaps)"
-        )
+    _check_increasing(t, "t")
+    val_every = check_positive_int(val_every, "val_every")
+    if val_data is not None:
+        val_data = _check_val_data(hnn, val_data)
+        _check_increasing(val_data[1], "val_data's t")
     generator, draw, settings = _trajectory_batches(
         "hnn", hnn, x0, t, y, epochs, batch_size, lr, seed
     )
+    _validation_settings(settings, val_data, val_every)
 
     def loss_terms(model: HamiltonianNeuralNetwork, x0_: Tensor, t_: Tensor, y_: Tensor):
         return hnn_loss(model, x0_, t_, y_).unsqueeze(0)
 
+    validate = None if val_data is None else (lambda model: hnn_loss(model, *val_data))
     # the energy MLP's time input is always 0: its weights get no gradient
     return _fit_flow(
         hnn, draw, loss_terms, ("finite_difference",), settings, generator, True,
-        epochs=epochs, lr=lr, grad_clip=grad_clip,
+        validate=validate, val_every=val_every, epochs=epochs, lr=lr, grad_clip=grad_clip,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes, resume=resume, progress=progress,
     )  # fmt: skip

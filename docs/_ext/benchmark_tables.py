@@ -186,23 +186,31 @@ def _benchmark_tables() -> None:
 def _sympflow_supervised_tables(results: Path) -> list[str]:
     """``sympflow_supervised_<steps>.json``: one table per training budget, fewest steps first."""
     lines = []
-    paths = sorted(results.glob("sympflow_supervised_*.json"), key=lambda p: json.loads(p.read_text())["steps"])  # fmt: skip
+
+    def order(path: Path) -> tuple[int, int]:
+        data = json.loads(path.read_text())
+        return data.get("holdout", 0), data["steps"]
+
+    paths = sorted(results.glob("sympflow_supervised_*.json"), key=order)
     for path in paths:
         data = json.loads(path.read_text())
-        n = data["n_ics"]
+        n, held = data["n_ics"], data.get("holdout", 0)
         header = ["model", "train s", *[f"state t={s}" for s in ("1", "10", "100")]]
         header += [f"energy t={s} (mean / median)" for s in ("1", "10", "100", "1000")]
         rows = []
         for label, r in data["results"].items():
             row = [label, f"{data['training'][label]['wall_time_s']:.0f}"]
+            if held:
+                row[0] += f" (step {data['training'][label]['best_step']})"
             row += [f"{v:.1e}" for v in r["state_error"].values()]
             row += [
                 f"{r['energy_error'][s]:.1e} / {r['energy_error_median'][s]:.1e}"
                 for s in r["energy_error"]
             ]
             rows.append(row + [f"{r['left_well']}/{n}"])
+        stopping = f", {held} trajectories held out for early stopping" if held else ""
         title = (
-            f"{data['steps']} Adam steps per model, {n} fresh initial conditions "
+            f"{data['steps']} Adam steps per model{stopping}, {n} fresh initial conditions "
             f"(``{path.name}``, {data['cpu']}, {data['threads']} thread)"
         )
         lines += _list_table(title, header + ["left the well"], rows)
