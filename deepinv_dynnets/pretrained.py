@@ -81,6 +81,8 @@ SHIPPED: dict[str, dict[str, str | dict[tuple, str]]] = {
         "henon-heiles": "sympflow_henon_heiles.pt",
         # Delta t = 1/2, no matching: energy error bounded to t = 1000 (twice the compositions)
         "henon-heiles-dt05": "sympflow_henon_heiles_dt05.pt",
+        # Delta t = 1/4, no matching: no orbit of the benchmark's 500 escapes (4x the compositions)
+        "henon-heiles-dt025": "sympflow_henon_heiles_dt025.pt",
         "pendulum": "sympflow_pendulum.pt",
         "kepler": "sympflow_kepler.pt",
     },

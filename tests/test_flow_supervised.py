@@ -128,7 +128,11 @@ def test_held_out_loss_keeps_the_best_weights(trainer):
     vt = vt + 0.05
     val = (vx0, vt, vx0[:, None].expand(-1, vt.shape[1], -1).clone())
     if trainer == "sympflow":
-        flow, train, loss = SympFlow(2, n_layers=1, width=8, dt=1.1), train_supervised, supervised_loss
+        flow, train, loss = (
+            SympFlow(2, n_layers=1, width=8, dt=1.1),
+            train_supervised,
+            supervised_loss,
+        )
     else:
         flow, train, loss = HNN(dim=2, width=8, dt=0.1), train_hnn, hnn_loss
     record = train(flow, x0, t, y, epochs=30, lr=2e-2, progress=False, val_data=val, val_every=4)

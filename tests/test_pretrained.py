@@ -32,7 +32,7 @@ def _shipped_files():
 
 def test_every_shipped_file_exists_and_cards_hold_no_machine_paths():
     files = list(_shipped_files())
-    assert len(files) == 12
+    assert len(files) == 13
     for kind, path in files:
         assert path.is_file(), path
         card = path.with_suffix(".json").read_text()

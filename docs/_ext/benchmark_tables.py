@@ -40,7 +40,7 @@ def _sympflow_tables(data: dict) -> list[str]:
     times = next(iter(systems.values()))["with matching"]["times"]
     rows = []
     for name, entry in systems.items():
-        for variant in ("with matching", "without matching"):
+        for variant in ("with matching", "without matching", *entry.get("variants", {})):
             if variant not in entry:
                 continue
             e, esc = entry[variant], entry["escapes"][variant]
@@ -76,6 +76,14 @@ def _sympflow_tables(data: dict) -> list[str]:
                  f"{acc[precision]['relative_state_error']:.2e}",
                  f"{acc[precision]['energy_error']:.2e}"]
             )  # fmt: skip
+        for variant, timed in entry.get("variants", {}).items():
+            for precision in ("float32", "float64"):
+                r = timed[f"rollout_{precision}"]
+                rows.append(
+                    [name, f"``{variant}``, {precision}", f"{r['flow_s']:.2f}",
+                     f"{r['flow_cpu_s']:.2f}", f"{r['compositions']}",
+                     f"{r['speedup']:.1f} ({precision})", "", ""]
+                )  # fmt: skip
         r = entry["rollout_float64"]
         tight = next(s for s in entry["dopri5_scan"] if s.get("rtol") == 1e-8)
         rows.append(
