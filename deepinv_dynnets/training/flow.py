@@ -503,13 +503,8 @@ def train_hnn(
     :param torch.Tensor x0: initial states ``(N, 2n)`` at time 0.
     :param torch.Tensor t: times ``(N, M)``, each row positive and strictly increasing.
     :param torch.Tensor y: observed states ``(N, M, 2n)``, possibly noisy.
-    :param val_data: held-out trajectories ``(x0, t, y)``, shaped and checked like the
-        training data, the loss being :func:`hnn_loss`. The held-out loss is evaluated every ``val_every`` epochs and after
-        the last (history key ``val_loss``) and the flow ends with the weights of its
-        lowest value: early stopping, for noisy data that a long run would overfit (see
-        ``benchmarks/sympflow_supervised.py``). ``record.extra`` gets ``best_epoch`` and
-        ``best_val_loss``. After a resume the candidates are the resumed weights and the
-        later evaluations.
+    :param val_data: held-out trajectories ``(x0, t, y)`` for early stopping, as in
+        :func:`train_supervised`, the held-out loss being :func:`hnn_loss`.
     :param int val_every: epochs between two evaluations of the held-out loss.
     :return: the :class:`~deepinv_dynnets.training.TrainingRecord`.
 
