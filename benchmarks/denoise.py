@@ -133,7 +133,9 @@ def image_role(settings: dict | None, folder: Path, name: str) -> str:
         return bool(rel) and parts[-len(rel) :] == rel
 
     if is_folder(settings.get("val_folder")):
-        return "validation"
+        only = settings.get("val_only")  # validated on these images of the folder only
+        if only is None or any(fnmatch(name, p) for p in only):
+            return "validation"
     if is_folder(settings.get("train_folder")):
         held_out = any(fnmatch(name, p) for p in settings.get("holdout") or ())
         return "validation" if held_out else "training"

@@ -62,6 +62,12 @@ def test_image_roles_follow_the_model_card(tmp_path):
     assert denoise.image_role(grey, val, "01.png") == "validation"
     assert denoise.image_role(grey, train, "kodak_05.png") == "test"
     assert denoise.image_role(None, val, "01.png").startswith("unknown")
+    # the colour campaign: trained on CBSD432, validated on four McMaster images of train/color
+    colour = {"train_folder": "train/color_cbsd432", "val_folder": "train/color",
+              "val_only": ["mcmaster_0[1-4].png"]}  # fmt: skip
+    assert denoise.image_role(colour, train, "mcmaster_02.png") == "validation"
+    assert denoise.image_role(colour, train, "mcmaster_05.png") == "test"
+    assert denoise.image_role(colour, train, "kodak_01.png") == "test"
 
 
 def test_convex_anchor_reports_the_best_weight_of_its_grid():
